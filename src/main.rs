@@ -1,0 +1,116 @@
+//! walden: init, supervisor and config tool of the walden appliance.
+//!
+//! This file only dispatches on argv[0] and the subcommand; every concern
+//! lives in its module (DESIGN.md section 3).
+
+mod cli;
+mod config;
+mod context;
+mod control;
+mod logging;
+mod pid1;
+mod supervisor;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "walden",
+    version,
+    about = "walden: a headless virtualisation appliance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run as PID 1 (the image's /sbin/init does this by itself).
+    Init,
+    /// Bring the host up and keep it there (the PID 1 loop runs this).
+    Supervise(supervisor::SuperviseArgs),
+    /// Show the supervisor's state: steps, timings, services.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Control socket to ask.
+        #[arg(long, default_value = context::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Work with configuration directories.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Power the machine off (signals PID 1).
+    Poweroff,
+    /// Reboot the machine (signals PID 1).
+    Reboot,
+    /// Halt the machine (signals PID 1).
+    Halt,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config directory offline: host.toml and guests/*.toml.
+    Check {
+        /// Directory holding host.toml.
+        #[arg(default_value = "/config")]
+        dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let argv0 = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+
+    // Names the binary answers to without a subcommand (busybox style).
+    match argv0.as_str() {
+        "poweroff" => return exit(pid1::request(pid1::Action::PowerOff)),
+        "reboot" => return exit(pid1::request(pid1::Action::Reboot)),
+        "halt" => return exit(pid1::request(pid1::Action::Halt)),
+        _ => {}
+    }
+    if std::process::id() == 1 {
+        // As PID 1 nothing may end the process: pid1::run never returns.
+        pid1::run();
+    }
+
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Init => {
+            eprintln!(
+                "walden init: not PID 1 (pid {}); refusing to act as init",
+                std::process::id()
+            );
+            ExitCode::from(2)
+        }
+        Command::Supervise(args) => exit(supervisor::run(args).map(|()| 0)),
+        Command::Status { json, socket } => exit(cli::status(&socket, json)),
+        Command::Config(ConfigCommand::Check { dir, json }) => {
+            ExitCode::from(config::check_command(&dir, json))
+        }
+        Command::Poweroff => exit(pid1::request(pid1::Action::PowerOff)),
+        Command::Reboot => exit(pid1::request(pid1::Action::Reboot)),
+        Command::Halt => exit(pid1::request(pid1::Action::Halt)),
+    }
+}
+
+/// Turn a result into an exit code, printing the error chain.
+fn exit(result: anyhow::Result<u8>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("walden: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The status model: what `walden status` reports.
+//!
+//! The supervisor owns one [`Status`] behind a [`SharedStatus`] and updates
+//! it as steps and services change; the control socket hands out copies.
+//! Field names are part of the control protocol (see `src/control/mod.rs`).
+
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Overall phase of the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Bring-up steps are running.
+    Starting,
+    /// Every bring-up step finished (some may have failed; see `steps`).
+    Ready,
+    /// Bring-up could not finish; the box is up for maintenance only.
+    Maintenance,
+    /// Orderly stop in progress.
+    Stopping,
+    /// Everything is stopped.
+    Stopped,
+}
+
+/// State of one bring-up step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepState {
+    /// Not started yet.
+    Pending,
+    /// Running now.
+    Running,
+    /// Finished successfully.
+    Done,
+    /// Not applicable here (the reason is in `detail`).
+    Skipped,
+    /// Failed (the reason is in `error`).
+    Failed,
+}
+
+/// One bring-up step, in the order they run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepStatus {
+    /// Step name, e.g. "config".
+    pub name: String,
+    /// Current state.
+    pub state: StepState,
+    /// Milliseconds since the supervisor started when the step began.
+    pub started_ms: Option<u64>,
+    /// How long the step took, once finished.
+    pub duration_ms: Option<u64>,
+    /// Human detail: what was done, or why it was skipped.
+    pub detail: Option<String>,
+    /// Error message when failed.
+    pub error: Option<String>,
+}
+
+/// State of one supervised service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceState {
+    /// Waiting for its dependencies.
+    Waiting,
+    /// Started, readiness not reached yet.
+    Starting,
+    /// Running and ready.
+    Running,
+    /// Exited; waiting for the backoff delay before restarting.
+    Backoff,
+    /// Gave up after the crash-loop limit, or a dependency failed.
+    Failed,
+    /// Being stopped.
+    Stopping,
+    /// Stopped (orderly, or exited with policy "never").
+    Stopped,
+}
+
+/// One supervised service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Service name.
+    pub name: String,
+    /// Current state.
+    pub state: ServiceState,
+    /// Process id while running.
+    pub pid: Option<i32>,
+    /// How many times it was restarted.
+    pub restarts: u32,
+    /// Description of the last exit ("exit code 1", "killed by SIGSEGV").
+    pub last_exit: Option<String>,
+    /// Last error (spawn failure, crash loop, failed dependency).
+    pub last_error: Option<String>,
+}
+
+/// Everything `walden status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// walden's own version.
+    pub version: String,
+    /// Image version booted, when running from a walden image.
+    pub image_version: Option<String>,
+    /// "pid1" (appliance), "systemd", or "standalone".
+    pub mode: String,
+    /// Overall phase.
+    pub phase: Phase,
+    /// Milliseconds from kernel start to the supervisor's start, when known.
+    pub kernel_ms: Option<u64>,
+    /// Milliseconds since the supervisor started.
+    pub uptime_ms: u64,
+    /// Milliseconds from the supervisor's start until ready, once ready.
+    pub ready_ms: Option<u64>,
+    /// Bring-up steps in order, with per-phase timings.
+    pub steps: Vec<StepStatus>,
+    /// Supervised services.
+    pub services: Vec<ServiceStatus>,
+    /// The most recent error anywhere, for a one-line summary.
+    pub last_error: Option<String>,
+}
+
+impl Status {
+    /// A fresh status for a supervisor that has not run anything yet.
+    pub fn new(mode: &str) -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            image_version: None,
+            mode: mode.to_string(),
+            phase: Phase::Starting,
+            kernel_ms: None,
+            uptime_ms: 0,
+            ready_ms: None,
+            steps: Vec::new(),
+            services: Vec::new(),
+            last_error: None,
+        }
+    }
+}
+
+/// Status shared between the supervisor (writer) and the control socket (readers).
+#[derive(Debug, Clone)]
+pub struct SharedStatus(Arc<Mutex<Status>>);
+
+impl SharedStatus {
+    /// Wrap a status.
+    pub fn new(status: Status) -> Self {
+        Self(Arc::new(Mutex::new(status)))
+    }
+
+    /// Lock for update. A poisoned lock (a panicking writer) is recovered:
+    /// status is plain data and stays usable.
+    pub fn lock(&self) -> MutexGuard<'_, Status> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy for a reader.
+    pub fn snapshot(&self) -> Status {
+        self.lock().clone()
+    }
+}
