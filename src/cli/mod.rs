@@ -1,7 +1,97 @@
-//! CLI client (being built).
-use std::path::Path;
+//! Client side of the control socket: `walden status` and friends.
+//!
+//! A thin client (STYLE.md): it sends one request line, reads one response
+//! line, and renders it for a person or, with `--json`, passes the result
+//! through for a machine.
 
-/// `walden status`.
-pub fn status(_socket: &Path, _json: bool) -> anyhow::Result<u8> {
-    anyhow::bail!("not built yet")
+mod render;
+
+use crate::control::{Request, Response};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long the client waits for the supervisor to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors talking to the supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Nothing listens on the socket.
+    #[error(
+        "no walden supervisor is listening on {path}: {source}; \
+         is `walden supervise` running? (on the appliance it always is; on a dev box pass --socket)"
+    )]
+    Connect {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The exchange failed half way.
+    #[error("talking to the supervisor on {path}: {source}")]
+    Io {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The supervisor answered with an error.
+    #[error("{0}")]
+    Refused(String),
+    /// The answer was not understood.
+    #[error("unexpected answer from the supervisor: {0}")]
+    BadAnswer(String),
+}
+
+/// Send one request and return the response.
+pub fn call(socket: &Path, request: &Request) -> Result<Response, CliError> {
+    let path = socket.display().to_string();
+    let io = |source| CliError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|source| CliError::Connect {
+        path: path.clone(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+    let mut line = serde_json::to_vec(request).map_err(|e| CliError::BadAnswer(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    if answer.trim().is_empty() {
+        return Err(CliError::BadAnswer(
+            "the connection closed without an answer".into(),
+        ));
+    }
+    let response: Response = serde_json::from_str(answer.trim())
+        .map_err(|e| CliError::BadAnswer(format!("{e}: {}", answer.trim())))?;
+    if !response.ok {
+        return Err(CliError::Refused(response.error.unwrap_or_else(|| {
+            "the supervisor refused without a reason".into()
+        })));
+    }
+    Ok(response)
+}
+
+/// `walden status [--json]`.
+pub fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
+    let response = call(socket, &Request::Status)?;
+    let status = response
+        .result
+        .ok_or_else(|| CliError::BadAnswer("status answer without a result".into()))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &status)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(render::status(&status).as_bytes())?;
+    }
+    Ok(0)
 }

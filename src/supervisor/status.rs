@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Overall phase of the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,22 +139,44 @@ impl Status {
 
 /// Status shared between the supervisor (writer) and the control socket (readers).
 #[derive(Debug, Clone)]
-pub struct SharedStatus(Arc<Mutex<Status>>);
+pub struct SharedStatus(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    status: Mutex<Status>,
+    /// When the supervisor started; `uptime_ms` is derived from it.
+    started: Instant,
+}
 
 impl SharedStatus {
-    /// Wrap a status.
+    /// Wrap a status; the supervisor's clock starts now.
     pub fn new(status: Status) -> Self {
-        Self(Arc::new(Mutex::new(status)))
+        Self(Arc::new(Inner {
+            status: Mutex::new(status),
+            started: Instant::now(),
+        }))
+    }
+
+    /// When the supervisor started.
+    pub fn started(&self) -> Instant {
+        self.0.started
+    }
+
+    /// Milliseconds since the supervisor started.
+    pub fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Lock for update. A poisoned lock (a panicking writer) is recovered:
     /// status is plain data and stays usable.
     pub fn lock(&self) -> MutexGuard<'_, Status> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A copy for a reader.
+    /// A copy for a reader, with `uptime_ms` filled in.
     pub fn snapshot(&self) -> Status {
-        self.lock().clone()
+        let mut s = self.lock().clone();
+        s.uptime_ms = self.elapsed_ms();
+        s
     }
 }

@@ -1,0 +1,193 @@
+//! Human rendering of status: plain aligned tables, no colour.
+
+use crate::supervisor::status::{Phase, ServiceState, Status, StepState};
+use std::fmt::Write;
+
+/// Render a status for a person.
+pub fn status(s: &Status) -> String {
+    let mut out = String::new();
+    let image = s.image_version.as_deref().unwrap_or("-");
+    let _ = writeln!(
+        out,
+        "walden {}  image {}  mode {}  phase {}",
+        s.version,
+        image,
+        s.mode,
+        phase(s.phase)
+    );
+    let mut timing = vec![format!("up {}", duration(s.uptime_ms))];
+    if let Some(k) = s.kernel_ms {
+        timing.push(format!("kernel {}", duration(k)));
+    }
+    if let Some(r) = s.ready_ms {
+        timing.push(format!("ready after {}", duration(r)));
+    }
+    let _ = writeln!(out, "{}", timing.join(", "));
+
+    if !s.steps.is_empty() {
+        let rows: Vec<[String; 4]> = s
+            .steps
+            .iter()
+            .map(|st| {
+                let note = st
+                    .error
+                    .as_deref()
+                    .or(st.detail.as_deref())
+                    .unwrap_or("")
+                    .to_string();
+                [
+                    st.name.clone(),
+                    step_state(st.state).to_string(),
+                    st.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+                    note,
+                ]
+            })
+            .collect();
+        out.push('\n');
+        table(&mut out, ["STEP", "STATE", "TIME", "DETAIL"], &rows);
+    }
+    if !s.services.is_empty() {
+        let rows: Vec<[String; 5]> = s
+            .services
+            .iter()
+            .map(|sv| {
+                [
+                    sv.name.clone(),
+                    service_state(sv.state).to_string(),
+                    sv.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    sv.restarts.to_string(),
+                    sv.last_error
+                        .as_deref()
+                        .or(sv.last_exit.as_deref())
+                        .unwrap_or("")
+                        .to_string(),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        table(
+            &mut out,
+            ["SERVICE", "STATE", "PID", "RESTARTS", "LAST"],
+            &rows,
+        );
+    }
+    if let Some(e) = &s.last_error {
+        let _ = writeln!(out, "\nlast error: {e}");
+    }
+    out
+}
+
+fn table<const N: usize>(out: &mut String, head: [&str; N], rows: &[[String; N]]) {
+    let mut width = head.map(str::len);
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
+            if i + 1 == N {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    line(head.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn duration(ms: u64) -> String {
+    match ms {
+        0..=9_999 => format!("{ms} ms"),
+        10_000..=119_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => format!("{}m {}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
+fn phase(p: Phase) -> &'static str {
+    match p {
+        Phase::Starting => "starting",
+        Phase::Ready => "ready",
+        Phase::Maintenance => "MAINTENANCE",
+        Phase::Stopping => "stopping",
+        Phase::Stopped => "stopped",
+    }
+}
+
+fn step_state(s: StepState) -> &'static str {
+    match s {
+        StepState::Pending => "pending",
+        StepState::Running => "running",
+        StepState::Done => "done",
+        StepState::Skipped => "skipped",
+        StepState::Failed => "FAILED",
+    }
+}
+
+fn service_state(s: ServiceState) -> &'static str {
+    match s {
+        ServiceState::Waiting => "waiting",
+        ServiceState::Starting => "starting",
+        ServiceState::Running => "running",
+        ServiceState::Backoff => "backoff",
+        ServiceState::Failed => "FAILED",
+        ServiceState::Stopping => "stopping",
+        ServiceState::Stopped => "stopped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::status::{ServiceStatus, StepStatus};
+
+    #[test]
+    fn renders_steps_services_and_errors() {
+        let mut s = Status::new("pid1");
+        s.phase = Phase::Ready;
+        s.ready_ms = Some(812);
+        s.uptime_ms = 65_000;
+        s.steps.push(StepStatus {
+            name: "config".into(),
+            state: StepState::Failed,
+            started_ms: Some(1),
+            duration_ms: Some(3),
+            detail: None,
+            error: Some("host.toml:3:1: bad".into()),
+        });
+        s.services.push(ServiceStatus {
+            name: "udevd".into(),
+            state: ServiceState::Running,
+            pid: Some(42),
+            restarts: 1,
+            last_exit: Some("exit code 1".into()),
+            last_error: None,
+        });
+        s.last_error = Some("config failed".into());
+        let text = status(&s);
+        assert!(text.contains("phase ready"), "{text}");
+        assert!(text.contains("ready after 812 ms"), "{text}");
+        assert!(text.contains("up 65.0 s"), "{text}");
+        assert!(
+            text.contains("config  FAILED  3 ms  host.toml:3:1: bad"),
+            "{text}"
+        );
+        assert!(
+            text.contains("udevd    running  42   1         exit code 1"),
+            "{text}"
+        );
+        assert!(text.contains("last error: config failed"), "{text}");
+    }
+
+    #[test]
+    fn durations_are_readable() {
+        assert_eq!(duration(5), "5 ms");
+        assert_eq!(duration(12_345), "12.3 s");
+        assert_eq!(duration(185_000), "3m 5s");
+    }
+}

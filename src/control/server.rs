@@ -1,0 +1,266 @@
+//! Control socket server: accept, check the peer, answer JSON lines.
+
+use super::{Request, Response};
+use crate::supervisor::status::SharedStatus;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Name of the virtio-serial port the control protocol is also served on.
+pub const VIRTIO_PORT: &str = "org.walden.control";
+
+/// Longest request line accepted; anything longer is refused.
+const MAX_LINE: usize = 64 * 1024;
+
+/// How long a client may take to send a request before it is dropped, so a
+/// stuck client cannot pin a thread forever.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors starting the control server.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The socket's directory could not be created.
+    #[error("control socket: cannot create directory {dir}")]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Binding or configuring the socket failed.
+    #[error("control socket: cannot listen on {path}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running control server. Dropping it stops accepting and removes the
+/// socket file.
+#[derive(Debug)]
+pub struct Server {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the stop flag.
+        let _ = UnixStream::connect(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Start serving `status` on a Unix socket at `path` (mode 0666, owner as
+/// created; SO_PEERCRED admits uid 0 only). Returns once the socket is
+/// listening; connections are handled on background threads.
+pub fn serve(path: &Path, status: SharedStatus) -> Result<Server, ControlError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ControlError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let bind_err = |source| ControlError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    // A socket file left by a previous supervisor would make bind fail.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(bind_err(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(bind_err)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = Server {
+        path: path.to_path_buf(),
+        stop: stop.clone(),
+    };
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || accept_loop(listener, status, stop))
+        .map_err(bind_err)?;
+    Ok(server)
+}
+
+fn accept_loop(listener: UnixListener, status: SharedStatus, stop: Arc<AtomicBool>) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match conn {
+            Ok(stream) => {
+                let status = status.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("control-conn".into())
+                    .spawn(move || handle_unix(stream, &status));
+                if let Err(e) = spawned {
+                    tracing::warn!("control socket: cannot start a connection thread: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!("control socket: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn handle_unix(stream: UnixStream, status: &SharedStatus) {
+    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("control socket: {e}");
+            return;
+        }
+    };
+    match peer_uid(&stream) {
+        Ok(0) => {}
+        Ok(uid) => {
+            let msg = format!(
+                "permission denied: the walden control socket accepts only root (uid 0), \
+                 you are uid {uid}; run the command as root (sudo walden ...)"
+            );
+            let _ = write_response(&mut writer, &Response::error(msg));
+            return;
+        }
+        Err(e) => {
+            let _ = write_response(
+                &mut writer,
+                &Response::error(format!("cannot identify the peer: {e}")),
+            );
+            return;
+        }
+    }
+    serve_lines(BufReader::new(stream), &mut writer, status);
+}
+
+/// Answer request lines from `reader` until EOF or an I/O error.
+fn serve_lines(mut reader: impl BufRead, writer: &mut impl Write, status: &SharedStatus) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match std::io::Read::take(&mut reader, MAX_LINE as u64 + 1).read_line(&mut line) {
+            Ok(0) => return,
+            Ok(n) if n > MAX_LINE => {
+                let _ = write_response(writer, &Response::error("request line too long"));
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let response = answer(line.trim(), status);
+        if write_response(writer, &response).is_err() {
+            return;
+        }
+    }
+}
+
+/// The handler: one request line in, one response out.
+pub(crate) fn answer(line: &str, status: &SharedStatus) -> Response {
+    match serde_json::from_str::<Request>(line) {
+        Ok(Request::Status) => Response::status(status.snapshot()),
+        Err(e) => Response::error(format!(
+            "bad request: {e}; expected one JSON object per line such as {{\"action\":\"status\"}}"
+        )),
+    }
+}
+
+fn write_response(w: &mut impl Write, r: &Response) -> std::io::Result<()> {
+    let mut buf = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    buf.push(b'\n');
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let cred = getsockopt(stream, PeerCredentials).map_err(std::io::Error::from)?;
+    Ok(cred.uid())
+}
+
+/// Serve the protocol on the virtio-serial port under `dev` (normally
+/// `/dev/virtio-ports/org.walden.control`) if it exists. The port is
+/// reachable only by whoever runs the VM, so no credential check applies.
+/// Returns false when there is no such port.
+pub fn serve_virtio_port(dev: &Path, status: SharedStatus) -> bool {
+    let port = dev.join("virtio-ports").join(VIRTIO_PORT);
+    if !port.exists() {
+        return false;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("control-virtio".into())
+        .spawn(move || loop {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&port)
+            {
+                Ok(file) => {
+                    let mut writer = match file.try_clone() {
+                        Ok(w) => w,
+                        Err(e) => {
+                            tracing::warn!("control port {}: {e}", port.display());
+                            return;
+                        }
+                    };
+                    serve_lines(BufReader::new(file), &mut writer, &status);
+                }
+                Err(e) => tracing::debug!("control port {}: {e}", port.display()),
+            }
+            // EOF means the host side is not connected; poll again shortly.
+            std::thread::sleep(Duration::from_millis(250));
+        });
+    spawned.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::status::Status;
+
+    #[test]
+    fn status_request_gets_status() {
+        let shared = SharedStatus::new(Status::new("standalone"));
+        let r = answer(r#"{"action":"status"}"#, &shared);
+        assert!(r.ok);
+        assert_eq!(r.result.map(|s| s.mode), Some("standalone".to_string()));
+    }
+
+    #[test]
+    fn unknown_action_is_an_error_naming_the_format() {
+        let shared = SharedStatus::new(Status::new("standalone"));
+        let r = answer(r#"{"action":"explode"}"#, &shared);
+        assert!(!r.ok);
+        let e = r.error.unwrap_or_default();
+        assert!(e.contains("bad request") && e.contains("explode"), "{e}");
+    }
+
+    #[test]
+    fn lines_are_answered_in_order_and_blank_lines_skipped() {
+        let shared = SharedStatus::new(Status::new("standalone"));
+        let input = b"{\"action\":\"status\"}\n\nnot json\n".to_vec();
+        let mut out = Vec::new();
+        serve_lines(BufReader::new(&input[..]), &mut out, &shared);
+        let text = String::from_utf8(out).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("{\"ok\":true"));
+        assert!(lines[1].starts_with("{\"ok\":false"));
+    }
+}
