@@ -1,6 +1,7 @@
 //! Control socket server: accept, check the peer, answer JSON lines.
 
 use super::{Request, Response};
+use crate::context::Paths;
 use crate::supervisor::status::SharedStatus;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -194,45 +195,58 @@ fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
     Ok(cred.uid())
 }
 
-/// Serve the protocol on the virtio-serial port under `dev` (normally
-/// `/dev/virtio-ports/org.walden.control`) if it exists. The port is
-/// reachable only by whoever runs the VM, so no credential check applies.
-/// Returns false when there is no such port.
-pub fn serve_virtio_port(dev: &Path, status: SharedStatus) -> bool {
-    let port = dev.join("virtio-ports").join(VIRTIO_PORT);
-    if !port.exists() {
-        return false;
-    }
+/// Find the virtio-serial port named [`VIRTIO_PORT`] through sysfs
+/// (`<sys>/class/virtio-ports/vportNpM/name`), so it works before udev has
+/// made the `/dev/virtio-ports/` symlinks.
+pub fn find_virtio_port(sys: &Path, dev: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(sys.join("class/virtio-ports")).ok()?;
+    entries.flatten().find_map(|e| {
+        let name = std::fs::read_to_string(e.path().join("name")).ok()?;
+        (name.trim() == VIRTIO_PORT).then(|| dev.join(e.file_name()))
+    })
+}
+
+/// Serve the protocol on the virtio-serial port, if the hypervisor gave us
+/// one. The port is reachable only by whoever runs the VM, so no credential
+/// check applies. Returns the device path served, or None when there is no
+/// such port.
+pub fn serve_virtio_port(paths: &Paths, status: SharedStatus) -> Option<PathBuf> {
+    let port = find_virtio_port(&paths.sys, &paths.dev)?;
+    let served = port.clone();
     let spawned = std::thread::Builder::new()
         .name("control-virtio".into())
         .spawn(move || loop {
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&port)
-            {
-                Ok(file) => {
-                    let mut writer = match file.try_clone() {
-                        Ok(w) => w,
-                        Err(e) => {
-                            tracing::warn!("control port {}: {e}", port.display());
-                            return;
-                        }
-                    };
-                    serve_lines(BufReader::new(file), &mut writer, &status);
-                }
+            match std::fs::OpenOptions::new().read(true).write(true).open(&port) {
+                Ok(file) => match file.try_clone() {
+                    Ok(mut writer) => serve_lines(BufReader::new(file), &mut writer, &status),
+                    Err(e) => tracing::warn!("control port {}: {e}", port.display()),
+                },
                 Err(e) => tracing::debug!("control port {}: {e}", port.display()),
             }
-            // EOF means the host side is not connected; poll again shortly.
+            // EOF means the host side is not connected; look again shortly.
             std::thread::sleep(Duration::from_millis(250));
         });
-    spawned.is_ok()
+    spawned.ok().map(|_| served)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::supervisor::status::Status;
+
+    #[test]
+    fn virtio_port_is_found_by_name_in_sysfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sys = tmp.path().join("sys");
+        for (port, name) in [("vport0p1", "org.qemu.guest_agent.0"), ("vport1p1", VIRTIO_PORT)] {
+            let d = sys.join("class/virtio-ports").join(port);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("name"), format!("{name}\n")).unwrap();
+        }
+        let dev = tmp.path().join("dev");
+        assert_eq!(find_virtio_port(&sys, &dev), Some(dev.join("vport1p1")));
+        assert_eq!(find_virtio_port(&tmp.path().join("nosys"), &dev), None);
+    }
 
     #[test]
     fn status_request_gets_status() {
