@@ -216,7 +216,11 @@ pub fn serve_virtio_port(paths: &Paths, status: SharedStatus) -> Option<PathBuf>
     let spawned = std::thread::Builder::new()
         .name("control-virtio".into())
         .spawn(move || loop {
-            match std::fs::OpenOptions::new().read(true).write(true).open(&port) {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&port)
+            {
                 Ok(file) => match file.try_clone() {
                     Ok(mut writer) => serve_lines(BufReader::new(file), &mut writer, &status),
                     Err(e) => tracing::warn!("control port {}: {e}", port.display()),
@@ -238,7 +242,10 @@ mod tests {
     fn virtio_port_is_found_by_name_in_sysfs() {
         let tmp = tempfile::tempdir().unwrap();
         let sys = tmp.path().join("sys");
-        for (port, name) in [("vport0p1", "org.qemu.guest_agent.0"), ("vport1p1", VIRTIO_PORT)] {
+        for (port, name) in [
+            ("vport0p1", "org.qemu.guest_agent.0"),
+            ("vport1p1", VIRTIO_PORT),
+        ] {
             let d = sys.join("class/virtio-ports").join(port);
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("name"), format!("{name}\n")).unwrap();
