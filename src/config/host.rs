@@ -1,0 +1,362 @@
+//! host.toml: this machine's name, network, vfio devices, mounts, swap, ssh
+//! keys, health timeout and extra services.
+
+use super::ids::{Hostname, Name, PciAddress, PciId};
+use super::network::NetworkConfig;
+use super::network_read;
+use super::reader::{self, Tbl, Val};
+use super::service::{self, ServiceConfig};
+use super::source::At;
+use super::units::{HumanDuration, Size};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything host.toml says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// Host name (validated as RFC 1123).
+    pub hostname: String,
+    /// Time zone name from the tz database ("Europe/Berlin"), if set.
+    pub timezone: Option<String>,
+    /// `[network]`.
+    pub network: NetworkConfig,
+    /// `[[vfio]]`: PCI devices bound to vfio-pci for guests.
+    pub vfio: Vec<VfioDevice>,
+    /// `[[mount]]`: extra file systems.
+    pub mounts: Vec<MountConfig>,
+    /// `[swap]`.
+    pub swap: Option<SwapConfig>,
+    /// `[ssh]`.
+    pub ssh: SshConfig,
+    /// `[health]`.
+    pub health: HealthConfig,
+    /// `[[service]]`: extra supervised services.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[health]`: how long a boot may take to become healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Time from boot until config, network and autostart guests must be up (default 10m).
+    pub timeout: Duration,
+}
+
+/// `[ssh]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SshConfig {
+    /// authorized_keys lines for root.
+    pub authorized_keys: Vec<String>,
+}
+
+/// Which devices a `[[vfio]]` entry selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VfioSelect {
+    /// `pci = "0000:03:00.0"`: one device by address.
+    Address(PciAddress),
+    /// `id = "1000:0072"`: devices by vendor:device id.
+    Id {
+        /// The id.
+        id: PciId,
+        /// Which of the devices with that id.
+        which: IdSelect,
+    },
+}
+
+/// Which of the devices that share a PCI id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdSelect {
+    /// Neither `index` nor `all`: exactly one such device must exist.
+    Only,
+    /// `index = N`: the N-th (from 0) in PCI address order.
+    Index(u32),
+    /// `all = true`: every one.
+    All,
+}
+
+/// A `[[vfio]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfioDevice {
+    /// Origin in host.toml.
+    pub at: At,
+    /// Selected device(s).
+    pub select: VfioSelect,
+    /// Name guests can use in `[[pci]] label = ..`.
+    pub label: Option<Name>,
+}
+
+/// What to mount or swap on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// "LABEL=.."
+    Label(String),
+    /// "UUID=.."
+    Uuid(String),
+    /// A device path under /dev.
+    Device(PathBuf),
+}
+
+/// A `[[mount]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountConfig {
+    /// Origin in host.toml.
+    pub at: At,
+    /// `what`.
+    pub what: MountSource,
+    /// `where`: absolute mount point.
+    pub target: PathBuf,
+    /// File system type; probed when absent.
+    pub fstype: Option<String>,
+    /// Mount options.
+    pub options: Vec<String>,
+    /// Mount read-only.
+    pub read_only: bool,
+}
+
+/// `[swap]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapConfig {
+    /// A swap file, created with `size` when missing.
+    File {
+        /// Absolute path.
+        path: PathBuf,
+        /// Size.
+        size: Size,
+    },
+    /// A swap partition.
+    Device(MountSource),
+}
+
+/// Mount points walden owns; `[[mount]]` may not use them.
+const RESERVED_MOUNTS: &[&str] = &[
+    "/", "/config", "/etc", "/proc", "/sys", "/dev", "/run", "/tmp", "/var",
+];
+
+/// Read host.toml's root table.
+pub(crate) fn read(root: &Tbl<'_>) -> HostConfig {
+    reader::schema(root);
+    let hostname = root
+        .req(
+            "hostname",
+            "set the machine's name, e.g. hostname = \"mountain\"",
+        )
+        .and_then(|v| v.parse::<Hostname>())
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    let timezone = root.opt("timezone").and_then(|v| timezone(&v));
+    let network = root
+        .opt("network")
+        .and_then(|v| v.table())
+        .map(|t| {
+            let net = network_read::read(&t);
+            t.finish();
+            net
+        })
+        .unwrap_or_else(|| NetworkConfig {
+            safe_apply: true,
+            ..NetworkConfig::default()
+        });
+    let each = |key: &'static str| root.opt(key).and_then(|v| v.tables()).unwrap_or_default();
+    let vfio = each("vfio").into_iter().filter_map(vfio).collect();
+    let mounts = each("mount").into_iter().filter_map(mount).collect();
+    let services = each("service")
+        .into_iter()
+        .filter_map(service::read)
+        .collect();
+    let swap = root.opt("swap").and_then(|v| v.table()).and_then(swap);
+    let ssh = root
+        .opt("ssh")
+        .and_then(|v| v.table())
+        .map(ssh)
+        .unwrap_or_default();
+    let health = HealthConfig {
+        timeout: root
+            .opt("health")
+            .and_then(|v| v.table())
+            .and_then(|t| {
+                let d = t.opt("timeout").and_then(|v| v.parse::<HumanDuration>());
+                t.finish();
+                d
+            })
+            .map_or(Duration::from_secs(600), |d| d.0),
+    };
+    HostConfig {
+        hostname,
+        timezone,
+        network,
+        vfio,
+        mounts,
+        swap,
+        ssh,
+        health,
+        services,
+    }
+}
+
+fn timezone(v: &Val<'_>) -> Option<String> {
+    let s = v.str()?;
+    let ok = !s.is_empty()
+        && !s.starts_with('/')
+        && !s.split('/').any(|p| p.is_empty() || p == "..")
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c));
+    if ok {
+        Some(s.to_string())
+    } else {
+        v.error(
+            format!("invalid time zone {s:?}"),
+            "use a tz database name, e.g. \"UTC\" or \"Europe/Berlin\"",
+        )
+    }
+}
+
+fn vfio(t: Tbl<'_>) -> Option<VfioDevice> {
+    let pci = t.opt("pci").and_then(|v| v.parse::<PciAddress>());
+    let id = t.opt("id").and_then(|v| v.parse::<PciId>());
+    let index = t.opt("index").and_then(|v| v.u32(0, 255));
+    let all = t.opt("all").and_then(|v| v.bool()).unwrap_or(false);
+    let label = t.opt("label").and_then(|v| v.parse::<Name>());
+    let has = |k| t.opt(k).is_some();
+    let hint = "give either pci = \"0000:03:00.0\" or id = \"1000:0072\"";
+    let select = match (has("pci"), has("id")) {
+        (true, true) => {
+            t.error("give `pci` or `id`, not both", hint);
+            None
+        }
+        (false, false) => {
+            t.error("a [[vfio]] entry needs `pci` or `id`", hint);
+            None
+        }
+        (true, false) => {
+            if has("index") || has("all") {
+                t.error(
+                    "`index` and `all` only apply to `id`",
+                    "remove them; `pci` selects exactly one device",
+                );
+            }
+            pci.map(VfioSelect::Address)
+        }
+        (false, true) => {
+            let which = match (index, all) {
+                (Some(_), true) => {
+                    t.error("give `index` or `all = true`, not both", "keep one of them");
+                    IdSelect::All
+                }
+                (Some(i), false) => IdSelect::Index(i),
+                (None, true) => IdSelect::All,
+                (None, false) => IdSelect::Only,
+            };
+            id.map(|id| VfioSelect::Id { id, which })
+        }
+    };
+    let at = t.at();
+    t.finish();
+    Some(VfioDevice {
+        at,
+        select: select?,
+        label,
+    })
+}
+
+fn source(v: &Val<'_>) -> Option<MountSource> {
+    let s = v.str()?;
+    let hint = "write \"LABEL=..\", \"UUID=..\" or a device path like \"/dev/disk/by-id/..\"";
+    if let Some(l) = s.strip_prefix("LABEL=").filter(|l| !l.is_empty()) {
+        Some(MountSource::Label(l.to_string()))
+    } else if let Some(u) = s.strip_prefix("UUID=").filter(|u| !u.is_empty()) {
+        Some(MountSource::Uuid(u.to_string()))
+    } else if s.starts_with("/dev/") {
+        Some(MountSource::Device(s.into()))
+    } else {
+        v.error(format!("invalid device {s:?}"), hint)
+    }
+}
+
+fn mount(t: Tbl<'_>) -> Option<MountConfig> {
+    let what = t
+        .req("what", "e.g. what = \"LABEL=vmstore\"")
+        .and_then(|v| source(&v));
+    let target = t
+        .req("where", "e.g. where = \"/var/lib/walden/vm\"")
+        .and_then(|v| {
+            let p = v.abs_path()?;
+            if RESERVED_MOUNTS.iter().any(|r| p == std::path::Path::new(r)) {
+                return v.error(
+                    format!("{} is managed by walden", p.display()),
+                    "mount below it instead, e.g. /var/lib/walden/NAME",
+                );
+            }
+            Some(p)
+        });
+    let fstype = t.opt("fstype").and_then(|v| v.str().map(str::to_string));
+    let options = t.opt("options").map(|v| v.str_list()).unwrap_or_default();
+    let read_only = t.opt("read_only").and_then(|v| v.bool()).unwrap_or(false);
+    let at = t.at();
+    t.finish();
+    Some(MountConfig {
+        at,
+        what: what?,
+        target: target?,
+        fstype,
+        options,
+        read_only,
+    })
+}
+
+fn swap(t: Tbl<'_>) -> Option<SwapConfig> {
+    let file = t.opt("file").and_then(|v| v.abs_path());
+    let size = t.opt("size").and_then(|v| v.parse::<Size>());
+    let device = t.opt("device").and_then(|v| source(&v));
+    let hint = "write file = \"/var/swapfile\" with size = \"4GiB\", or device = \"LABEL=swap\"";
+    let out = match (t.opt("file").is_some(), t.opt("device").is_some()) {
+        (true, true) => {
+            t.error("give `file` or `device`, not both", hint);
+            None
+        }
+        (false, false) => {
+            t.error("[swap] needs `file` or `device`", hint);
+            None
+        }
+        (true, false) => {
+            if t.opt("size").is_none() {
+                t.error("a swap file needs `size`", "e.g. size = \"4GiB\"");
+            }
+            file.zip(size)
+                .map(|(path, size)| SwapConfig::File { path, size })
+        }
+        (false, true) => {
+            if t.opt("size").is_some() {
+                t.error("`size` only applies to a swap file", "remove size");
+            }
+            device.map(SwapConfig::Device)
+        }
+    };
+    t.finish();
+    out
+}
+
+fn ssh(t: Tbl<'_>) -> SshConfig {
+    let authorized_keys = t
+        .opt("authorized_keys")
+        .map(|v| {
+            v.list(|e| {
+                let s = e.str()?;
+                let valid = s.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| {
+                    let known = w[0].starts_with("ssh-")
+                        || w[0].starts_with("ecdsa-sha2-")
+                        || w[0].starts_with("sk-");
+                    known && w[1].starts_with("AAAA")
+                });
+                if valid && !s.contains('\n') {
+                    Some(s.to_string())
+                } else {
+                    e.error(
+                        "not an SSH public key line",
+                        "paste one line of a .pub file, e.g. \"ssh-ed25519 AAAAC3Nz... admin@laptop\"",
+                    )
+                }
+            })
+        })
+        .unwrap_or_default();
+    t.finish();
+    SshConfig { authorized_keys }
+}
