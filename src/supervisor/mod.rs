@@ -1,8 +1,42 @@
-//! Supervisor (being built).
+//! The supervisor (`walden supervise`): the ordered bring-up of named steps
+//! ([`bringup`]), then a table of supervised services kept running by one
+//! event loop ([`engine`]): readiness, restart with exponential backoff and a
+//! crash-loop limit, and an orderly stop in reverse dependency order on
+//! SIGTERM/SIGINT.
+//!
+//! Outside PID 1 the supervisor makes itself a child subreaper so orphans of
+//! services are reparented to it and reaped. Services start with a clean
+//! environment and signal state, in their own session, without inherited
+//! fds; their stdout/stderr lines are logged with `service=NAME`.
+//!
+//! Modes (`Status.mode`): "pid1" when started by walden's PID 1 loop,
+//! "systemd" with `--systemd` (READY=1/STATUS=/WATCHDOG=1/STOPPING=1 via
+//! sd-notify), "standalone" otherwise.
+//!
+//! Caveat for code running inside the supervisor: the loop reaps with
+//! `waitpid(-1)`, so helpers must not `wait()` for their own children on
+//! another thread while the loop runs; steps run on the loop's thread
+//! between turns and may use `Command::status()` freely.
 
+pub mod backoff;
+pub mod bringup;
+pub mod engine;
+pub mod notify;
+pub mod reaper;
+pub mod runtime;
+pub mod service;
+pub mod signals;
+pub mod spawn;
 pub mod status;
 
-use std::path::PathBuf;
+#[cfg(test)]
+mod tests;
+
+use bringup::{bringup_steps, run_steps, BringUp, Step, DEFAULT_READY_TIMEOUT};
+use engine::{LoopExit, Supervisor};
+use notify::Notifier;
+use status::{SharedStatus, Status};
+use std::path::{Path, PathBuf};
 
 /// Arguments of `walden supervise`.
 #[derive(Debug, clap::Args)]
@@ -13,9 +47,180 @@ pub struct SuperviseArgs {
     /// Root of the host file system (a temp tree in tests).
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
+    /// Config directory [default: <root>/config].
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// Runtime directory for the control socket [default: <root>/run/walden].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Also log to DIR/walden.log.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
 }
 
-/// `walden supervise`.
-pub fn run(_args: SuperviseArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+impl SuperviseArgs {
+    /// The paths these arguments describe.
+    pub fn paths(&self) -> crate::context::Paths {
+        let mut paths = crate::context::Paths::under(&self.root);
+        if let Some(c) = &self.config {
+            paths.config = c.clone();
+        }
+        if let Some(r) = &self.run_dir {
+            paths.run = r.clone();
+        }
+        paths.log_dir = self.log_dir.clone();
+        paths
+    }
+}
+
+/// Errors of the supervisor core.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// Two services share a name.
+    #[error("service {service:?} is listed twice; give every service a unique name")]
+    DuplicateService {
+        /// The name.
+        service: String,
+    },
+    /// A service has nothing to run.
+    #[error("service {service:?} has an empty argv; give it a command to run")]
+    EmptyArgv {
+        /// The service.
+        service: String,
+    },
+    /// `after` names a service that does not exist.
+    #[error("service {service:?} is after {dependency:?}, which is not a service; define it or remove it from `after`")]
+    UnknownDependency {
+        /// The service.
+        service: String,
+        /// The missing dependency.
+        dependency: String,
+    },
+    /// `after` lists form a cycle.
+    #[error(
+        "services {services} depend on each other in a cycle; break it in their `after` lists"
+    )]
+    DependencyCycle {
+        /// The services that could not be ordered.
+        services: String,
+    },
+    /// A signal handler could not be installed.
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        /// Signal name.
+        signal: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The self-pipe could not be created.
+    #[error("cannot create the supervisor's wake-up pipe: {0}; too many open files?")]
+    WakePipe(std::io::Error),
+    /// poll(2) failed.
+    #[error("waiting for events failed: {0}")]
+    Poll(nix::Error),
+    /// The runtime directory could not be created.
+    #[error("cannot create the run directory {path}: {source}; pass --run-dir to use another")]
+    RunDir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Supervisor run mode, as reported in `Status.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Child of walden's PID 1 on the appliance.
+    Pid1,
+    /// A systemd service (`--systemd`).
+    Systemd,
+    /// Anything else (a shell, a test).
+    Standalone,
+}
+
+impl Mode {
+    /// Decide the mode from the flag and the parent pid.
+    pub fn detect(systemd: bool, parent_pid: i32) -> Self {
+        if systemd {
+            Mode::Systemd
+        } else if parent_pid == 1 {
+            Mode::Pid1
+        } else {
+            Mode::Standalone
+        }
+    }
+
+    /// The string in `Status.mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Pid1 => "pid1",
+            Mode::Systemd => "systemd",
+            Mode::Standalone => "standalone",
+        }
+    }
+}
+
+/// Milliseconds since the kernel started, from `<proc>/uptime`.
+pub fn kernel_uptime_ms(proc: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(proc.join("uptime")).ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1000.0) as u64)
+}
+
+/// `walden supervise`: set up, bring up, supervise until SIGTERM/SIGINT,
+/// stop everything, return.
+pub fn run(args: SuperviseArgs) -> anyhow::Result<()> {
+    let mode = Mode::detect(args.systemd, nix::unistd::getppid().as_raw());
+    // Created first: its clock is the supervisor's start for every timing.
+    let status = SharedStatus::new(Status::new(mode.as_str()));
+    let paths = args.paths();
+    crate::logging::init(paths.log_dir.as_deref());
+    std::fs::create_dir_all(&paths.run).map_err(|source| SupervisorError::RunDir {
+        path: paths.run.clone(),
+        source,
+    })?;
+    if mode == Mode::Pid1 {
+        status.lock().kernel_ms = kernel_uptime_ms(&paths.proc);
+    }
+    if std::process::id() != 1 {
+        if let Err(e) = reaper::become_subreaper() {
+            tracing::warn!(
+                "cannot become a child subreaper ({e}); orphans of services go to PID 1"
+            );
+        }
+    }
+    let notifier = if args.systemd {
+        Notifier::from_env()
+    } else {
+        Notifier::disabled()
+    };
+    let supervisor = Supervisor::new(status.clone(), notifier)?;
+    // Kept alive until return: dropping it removes the socket.
+    let _server = crate::control::serve(&paths.control_socket(), status)?;
+    let mut bringup = BringUp {
+        paths,
+        supervisor,
+        services: Vec::new(),
+    };
+    // The config step joins the table once config loading yields services.
+    supervise(&mut bringup, bringup_steps(None, DEFAULT_READY_TIMEOUT))?;
+    Ok(())
+}
+
+/// Run the bring-up `steps`, supervise until a stop is requested, then stop
+/// every service in reverse dependency order.
+pub fn supervise(bringup: &mut BringUp, steps: Vec<Step>) -> Result<(), SupervisorError> {
+    run_steps(bringup, steps);
+    while !bringup.supervisor.stop_requested() {
+        match bringup.supervisor.run_until(|_| false, None)? {
+            LoopExit::Reload => {
+                tracing::info!(
+                    "SIGHUP: config reload is not wired into the supervisor yet; ignored"
+                )
+            }
+            LoopExit::Stop | LoopExit::Condition | LoopExit::Deadline => {}
+        }
+    }
+    bringup.supervisor.shutdown()
 }

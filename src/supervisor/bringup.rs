@@ -1,0 +1,251 @@
+//! The ordered bring-up: a table of named steps run one after the other,
+//! each timed and recorded in the status. A failed step is logged and
+//! bring-up goes on, unless the step is `required` (then: maintenance).
+
+use super::engine::{LoopExit, Supervisor};
+use super::service::ServiceSpec;
+use super::status::{Phase, ServiceState, StepState, StepStatus};
+use crate::context::Paths;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// Default time the "services" step waits for all services to be ready.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a successful step reports.
+// Skipped is for the appliance steps the lead adds (not in the table yet).
+#[allow(dead_code)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Done; the detail says what was done.
+    Done(String),
+    /// Not applicable here; the reason says why.
+    Skipped(String),
+}
+
+/// Why a step failed: a complete, user-facing message (what, where, what to do).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    message: String,
+}
+
+impl StepError {
+    /// A step failure with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<super::SupervisorError> for StepError {
+    fn from(e: super::SupervisorError) -> Self {
+        Self::new(e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for StepError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::new(format!("{e:#}"))
+    }
+}
+
+/// The body of a step.
+pub type StepFn = Box<dyn FnMut(&mut BringUp) -> Result<StepOutcome, StepError>>;
+
+/// Loads the service table (the config step's work, supplied by the caller).
+pub type ServiceLoader = Box<dyn FnMut(&Paths) -> Result<Vec<ServiceSpec>, StepError>>;
+
+/// One named bring-up step.
+pub struct Step {
+    /// Name shown in status ("config", "services", ...).
+    pub name: &'static str,
+    /// A failure stops bring-up and enters maintenance.
+    pub required: bool,
+    /// What the step does.
+    pub run: StepFn,
+}
+
+impl Step {
+    /// An optional step: its failure is recorded and bring-up continues.
+    pub fn new(
+        name: &'static str,
+        run: impl FnMut(&mut BringUp) -> Result<StepOutcome, StepError> + 'static,
+    ) -> Self {
+        Self {
+            name,
+            required: false,
+            run: Box::new(run),
+        }
+    }
+
+    /// Mark the step required.
+    #[allow(dead_code)] // for the appliance steps the lead adds
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+}
+
+impl fmt::Debug for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Step")
+            .field("name", &self.name)
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What steps work on and hand to later steps (the config step fills
+/// `services`; appliance steps add their results as new fields).
+pub struct BringUp {
+    /// File-system locations.
+    pub paths: Paths,
+    /// The service table and event loop.
+    pub supervisor: Supervisor,
+    /// Services the "services" step will start.
+    pub services: Vec<ServiceSpec>,
+}
+
+/// The bring-up table, in order. Appliance steps (early mounts, udev,
+/// config disk, network, ...) are inserted here.
+pub fn bringup_steps(load_config: Option<ServiceLoader>, ready_timeout: Duration) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if let Some(load) = load_config {
+        steps.push(config_step(load));
+    }
+    steps.push(services_step(ready_timeout));
+    steps
+}
+
+/// "config": run `load` and queue the services it returns.
+pub fn config_step(mut load: ServiceLoader) -> Step {
+    Step::new("config", move |b: &mut BringUp| {
+        let specs = load(&b.paths)?;
+        let n = specs.len();
+        b.services.extend(specs);
+        Ok(StepOutcome::Done(format!("{n} services configured")))
+    })
+}
+
+/// "services": start the queued services in dependency order and wait up
+/// to `ready_timeout` until each is ready or has failed.
+pub fn services_step(ready_timeout: Duration) -> Step {
+    Step::new("services", move |b: &mut BringUp| {
+        let specs = std::mem::take(&mut b.services);
+        let sup = &mut b.supervisor;
+        sup.add_services(specs)?;
+        sup.start_services();
+        let deadline = Instant::now() + ready_timeout;
+        match sup.run_until(Supervisor::settled, Some(deadline))? {
+            LoopExit::Condition | LoopExit::Reload => {}
+            LoopExit::Stop => return Err(StepError::new("stop requested while starting services")),
+            LoopExit::Deadline => {
+                return Err(StepError::new(format!(
+                    "services not ready after {}s: {}; see their log lines",
+                    ready_timeout.as_secs(),
+                    sup.unsettled().join(", ")
+                )))
+            }
+        }
+        let failed = sup.services_in(ServiceState::Failed);
+        if !failed.is_empty() {
+            return Err(StepError::new(format!(
+                "services failed: {}; see `walden status` for why",
+                failed.join(", ")
+            )));
+        }
+        let running = sup.services_in(ServiceState::Running).len();
+        Ok(StepOutcome::Done(format!("{running} services ready")))
+    })
+}
+
+/// Run `steps` in order, recording each in the status; returns the phase
+/// reached (Ready or Maintenance) and sends READY=1 in systemd mode.
+pub fn run_steps(b: &mut BringUp, mut steps: Vec<Step>) -> Phase {
+    let status = b.supervisor.status().clone();
+    status.lock().steps = steps.iter().map(|s| pending(s.name)).collect();
+    let mut phase = Phase::Ready;
+    for (i, step) in steps.iter_mut().enumerate() {
+        if b.supervisor.stop_requested() {
+            skip_rest(b, i, "stop requested");
+            phase = Phase::Stopping;
+            break;
+        }
+        let started = b.supervisor.elapsed_ms();
+        set_step(b, i, |s| {
+            s.state = StepState::Running;
+            s.started_ms = Some(started);
+        });
+        let t0 = Instant::now();
+        // A panicking step must not take PID 1's supervisor down.
+        let result = catch_unwind(AssertUnwindSafe(|| (step.run)(b)))
+            .unwrap_or_else(|_| Err(StepError::new(format!("step {} panicked", step.name))));
+        let took = t0.elapsed().as_millis() as u64;
+        set_step(b, i, |s| {
+            s.duration_ms = Some(took);
+            match &result {
+                Ok(StepOutcome::Done(d)) => {
+                    (s.state, s.detail) = (StepState::Done, Some(d.clone()))
+                }
+                Ok(StepOutcome::Skipped(r)) => {
+                    (s.state, s.detail) = (StepState::Skipped, Some(r.clone()))
+                }
+                Err(e) => (s.state, s.error) = (StepState::Failed, Some(e.to_string())),
+            }
+        });
+        match result {
+            Ok(StepOutcome::Done(d)) => tracing::info!(step = step.name, "{d} ({took} ms)"),
+            Ok(StepOutcome::Skipped(r)) => tracing::info!(step = step.name, "skipped: {r}"),
+            Err(e) => {
+                tracing::error!(step = step.name, "failed: {e}");
+                status.lock().last_error = Some(format!("{}: {e}", step.name));
+                if step.required {
+                    skip_rest(b, i + 1, &format!("required step {} failed", step.name));
+                    phase = Phase::Maintenance;
+                    break;
+                }
+            }
+        }
+    }
+    // A stop during the last step: not ready, just stopping.
+    if phase == Phase::Stopping || b.supervisor.stop_requested() {
+        return Phase::Stopping;
+    }
+    let ready_ms = b.supervisor.elapsed_ms();
+    status.lock().ready_ms = Some(ready_ms);
+    b.supervisor.set_phase(phase);
+    match phase {
+        Phase::Maintenance => tracing::error!("maintenance mode after {ready_ms} ms"),
+        _ => tracing::info!("ready in {ready_ms} ms"),
+    }
+    let summary = b.supervisor.summary();
+    b.supervisor.notifier().ready(&summary);
+    phase
+}
+
+fn pending(name: &str) -> StepStatus {
+    StepStatus {
+        name: name.to_string(),
+        state: StepState::Pending,
+        started_ms: None,
+        duration_ms: None,
+        detail: None,
+        error: None,
+    }
+}
+
+fn set_step(b: &BringUp, i: usize, f: impl FnOnce(&mut StepStatus)) {
+    if let Some(s) = b.supervisor.status().lock().steps.get_mut(i) {
+        f(s);
+    }
+}
+
+fn skip_rest(b: &BringUp, from: usize, reason: &str) {
+    for s in b.supervisor.status().lock().steps.iter_mut().skip(from) {
+        s.state = StepState::Skipped;
+        s.detail = Some(reason.to_string());
+    }
+}
