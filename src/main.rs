@@ -3,6 +3,7 @@
 //! This file only dispatches on argv[0] and the subcommand; every concern
 //! lives in its module (DESIGN.md section 3).
 
+mod boot;
 mod cli;
 mod config;
 mod context;
@@ -78,6 +79,11 @@ fn main() -> ExitCode {
         "reboot" => return exit(pid1::request(pid1::Action::Reboot)),
         "halt" => return exit(pid1::request(pid1::Action::Halt)),
         _ => {}
+    }
+    // Stage 1: the kernel runs /init from the initramfs (boot::stage1).
+    let argv0_full = std::env::args_os().next().unwrap_or_default();
+    if std::process::id() == 1 && argv0_full == "/init" {
+        boot::stage1::run();
     }
     if std::process::id() == 1 {
         // As PID 1 nothing may end the process: pid1::run never returns.

@@ -35,7 +35,7 @@
 
 mod server;
 
-pub use server::{serve, serve_virtio_port, Server, VIRTIO_PORT};
+pub use server::{serve, serve_virtio_port, VIRTIO_PORT};
 
 use crate::supervisor::status::Status;
 use serde::{Deserialize, Serialize};

@@ -32,10 +32,11 @@ pub mod restart;
 pub mod shutdown;
 pub mod signals;
 
+pub use shutdown::Scope;
+
 use crate::context::Paths;
 use lifecycle::Init;
 use nix::sys::stat::{umask, Mode};
-use shutdown::Scope;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;

@@ -5,17 +5,13 @@
 use super::engine::{LoopExit, Supervisor};
 use super::service::ServiceSpec;
 use super::status::{Phase, ServiceState, StepState, StepStatus};
+use crate::config::Config;
 use crate::context::Paths;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-/// Default time the "services" step waits for all services to be ready.
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// What a successful step reports.
-// Skipped is for the appliance steps the lead adds (not in the table yet).
-#[allow(dead_code)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {
     /// Done; the detail says what was done.
@@ -55,9 +51,6 @@ impl From<anyhow::Error> for StepError {
 /// The body of a step.
 pub type StepFn = Box<dyn FnMut(&mut BringUp) -> Result<StepOutcome, StepError>>;
 
-/// Loads the service table (the config step's work, supplied by the caller).
-pub type ServiceLoader = Box<dyn FnMut(&Paths) -> Result<Vec<ServiceSpec>, StepError>>;
-
 /// One named bring-up step.
 pub struct Step {
     /// Name shown in status ("config", "services", ...).
@@ -82,7 +75,6 @@ impl Step {
     }
 
     /// Mark the step required.
-    #[allow(dead_code)] // for the appliance steps the lead adds
     pub fn required(mut self) -> Self {
         self.required = true;
         self
@@ -99,7 +91,7 @@ impl fmt::Debug for Step {
 }
 
 /// What steps work on and hand to later steps (the config step fills
-/// `services`; appliance steps add their results as new fields).
+/// `config` and `services`).
 pub struct BringUp {
     /// File-system locations.
     pub paths: Paths,
@@ -107,27 +99,20 @@ pub struct BringUp {
     pub supervisor: Supervisor,
     /// Services the "services" step will start.
     pub services: Vec<ServiceSpec>,
+    /// The validated config, once the config step loaded it.
+    pub config: Option<Config>,
 }
 
-/// The bring-up table, in order. Appliance steps (early mounts, udev,
-/// config disk, network, ...) are inserted here.
-pub fn bringup_steps(load_config: Option<ServiceLoader>, ready_timeout: Duration) -> Vec<Step> {
-    let mut steps = Vec::new();
-    if let Some(load) = load_config {
-        steps.push(config_step(load));
+impl BringUp {
+    /// Nothing brought up yet.
+    pub fn new(paths: Paths, supervisor: Supervisor) -> Self {
+        Self {
+            paths,
+            supervisor,
+            services: Vec::new(),
+            config: None,
+        }
     }
-    steps.push(services_step(ready_timeout));
-    steps
-}
-
-/// "config": run `load` and queue the services it returns.
-pub fn config_step(mut load: ServiceLoader) -> Step {
-    Step::new("config", move |b: &mut BringUp| {
-        let specs = load(&b.paths)?;
-        let n = specs.len();
-        b.services.extend(specs);
-        Ok(StepOutcome::Done(format!("{n} services configured")))
-    })
 }
 
 /// "services": start the queued services in dependency order and wait up

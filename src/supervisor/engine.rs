@@ -277,7 +277,7 @@ impl Supervisor {
                 let s = &self.services[i];
                 let ready = match &s.spec.ready {
                     Readiness::Started => true,
-                    Readiness::PathExists(p) => p.exists(),
+                    Readiness::Path(p) => p.exists(),
                     Readiness::Delay(d) => s.spawned_at.is_some_and(|t| now >= t + *d),
                 };
                 if ready {
@@ -387,7 +387,7 @@ impl Supervisor {
         for s in &self.services {
             let t = match (s.state, &s.spec.ready) {
                 (ServiceState::Backoff, _) => s.next_start,
-                (ServiceState::Starting, Readiness::PathExists(_)) => Some(now + READY_POLL),
+                (ServiceState::Starting, Readiness::Path(_)) => Some(now + READY_POLL),
                 (ServiceState::Starting, Readiness::Delay(d)) => s.spawned_at.map(|t| t + *d),
                 _ => None,
             };

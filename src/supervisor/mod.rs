@@ -18,6 +18,7 @@
 //! another thread while the loop runs; steps run on the loop's thread
 //! between turns and may use `Command::status()` freely.
 
+pub mod appliance;
 pub mod backoff;
 pub mod bringup;
 pub mod engine;
@@ -32,7 +33,7 @@ pub mod status;
 #[cfg(test)]
 mod tests;
 
-use bringup::{bringup_steps, run_steps, BringUp, Step, DEFAULT_READY_TIMEOUT};
+use bringup::{run_steps, BringUp, Step};
 use engine::{LoopExit, Supervisor};
 use notify::Notifier;
 use status::{SharedStatus, Status};
@@ -131,8 +132,11 @@ pub enum SupervisorError {
 /// Supervisor run mode, as reported in `Status.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Child of walden's PID 1 on the appliance.
+    /// Child of walden's PID 1 on the appliance: runs the whole bring-up.
     Pid1,
+    /// Child of walden's PID 1 inside a container or PID namespace: the
+    /// machine is not ours, so only config and services run.
+    Container,
     /// A systemd service (`--systemd`).
     Systemd,
     /// Anything else (a shell, a test).
@@ -140,14 +144,14 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// Decide the mode from the flag and the parent pid.
-    pub fn detect(systemd: bool, parent_pid: i32) -> Self {
-        if systemd {
-            Mode::Systemd
-        } else if parent_pid == 1 {
-            Mode::Pid1
-        } else {
-            Mode::Standalone
+    /// Decide the mode from the flag, the parent pid and whether we are in
+    /// the initial PID namespace.
+    pub fn detect(systemd: bool, parent_pid: i32, scope: crate::pid1::Scope) -> Self {
+        match (systemd, parent_pid, scope) {
+            (true, _, _) => Mode::Systemd,
+            (false, 1, crate::pid1::Scope::InitialNamespace) => Mode::Pid1,
+            (false, 1, crate::pid1::Scope::ChildNamespace) => Mode::Container,
+            _ => Mode::Standalone,
         }
     }
 
@@ -155,6 +159,7 @@ impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Pid1 => "pid1",
+            Mode::Container => "container",
             Mode::Systemd => "systemd",
             Mode::Standalone => "standalone",
         }
@@ -171,7 +176,9 @@ pub fn kernel_uptime_ms(proc: &Path) -> Option<u64> {
 /// `walden supervise`: set up, bring up, supervise until SIGTERM/SIGINT,
 /// stop everything, return.
 pub fn run(args: SuperviseArgs) -> anyhow::Result<()> {
-    let mode = Mode::detect(args.systemd, nix::unistd::getppid().as_raw());
+    // The real /proc, whatever --root says: the namespace is this process's.
+    let scope = crate::pid1::Scope::detect(Path::new("/proc"));
+    let mode = Mode::detect(args.systemd, nix::unistd::getppid().as_raw(), scope);
     // Created first: its clock is the supervisor's start for every timing.
     let status = SharedStatus::new(Status::new(mode.as_str()));
     let paths = args.paths();
@@ -198,13 +205,8 @@ pub fn run(args: SuperviseArgs) -> anyhow::Result<()> {
     let supervisor = Supervisor::new(status.clone(), notifier)?;
     // Kept alive until return: dropping it removes the socket.
     let _server = crate::control::serve(&paths.control_socket(), status)?;
-    let mut bringup = BringUp {
-        paths,
-        supervisor,
-        services: Vec::new(),
-    };
-    // The config step joins the table once config loading yields services.
-    supervise(&mut bringup, bringup_steps(None, DEFAULT_READY_TIMEOUT))?;
+    let mut bringup = BringUp::new(paths, supervisor);
+    supervise(&mut bringup, appliance::steps(mode))?;
     Ok(())
 }
 

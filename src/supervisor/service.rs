@@ -6,36 +6,11 @@ pub use super::backoff::{Backoff, CrashLimit};
 use super::SupervisorError;
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-/// When a started service counts as ready (and services `after` it may start).
-// Built by the config conversion (crate::config -> ServiceSpec), which is
-// not wired into `run` yet.
-#[allow(dead_code)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    /// As soon as the process is spawned.
-    Started,
-    /// When this path exists (a socket or pid file the service creates).
-    PathExists(PathBuf),
-    /// When the process is still running after this long.
-    Delay(Duration),
-}
-
-/// What to do when the service's main process exits on its own.
-// Built by the config conversion (crate::config -> ServiceSpec), which is
-// not wired into `run` yet.
-#[allow(dead_code)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
-    /// Restart after any exit, successful or not.
-    Always,
-    /// Restart after a non-zero exit or a death by signal.
-    OnFailure,
-    /// Never restart.
-    Never,
-}
+// One definition of readiness and restart policy for config and runtime:
+// the supervisor runs exactly what host.toml says.
+pub use crate::config::{Readiness, RestartPolicy};
 
 /// One service the supervisor runs. Build with [`ServiceSpec::new`] and
 /// adjust fields; everything else has the defaults documented per field.

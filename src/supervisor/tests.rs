@@ -225,9 +225,14 @@ fn read_pid(path: &Path) -> Pid {
 #[test]
 fn mode_and_paths_from_arguments() {
     use super::{Mode, SuperviseArgs};
-    assert_eq!(Mode::detect(true, 1).as_str(), "systemd");
-    assert_eq!(Mode::detect(false, 1).as_str(), "pid1");
-    assert_eq!(Mode::detect(false, 4242).as_str(), "standalone");
+    use crate::pid1::Scope::{ChildNamespace, InitialNamespace};
+    assert_eq!(Mode::detect(true, 1, InitialNamespace).as_str(), "systemd");
+    assert_eq!(Mode::detect(false, 1, InitialNamespace).as_str(), "pid1");
+    assert_eq!(Mode::detect(false, 1, ChildNamespace).as_str(), "container");
+    assert_eq!(
+        Mode::detect(false, 4242, InitialNamespace).as_str(),
+        "standalone"
+    );
     let args = SuperviseArgs {
         systemd: false,
         root: PathBuf::from("/tmp/r"),

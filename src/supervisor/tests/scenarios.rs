@@ -126,7 +126,7 @@ fn chain_service(dir: &Path, name: &str, after: &[&str]) -> ServiceSpec {
     );
     let mut spec = sh(name, &script);
     spec.after = after.iter().map(|s| s.to_string()).collect();
-    spec.ready = Readiness::PathExists(ready);
+    spec.ready = Readiness::Path(ready);
     spec.stop_timeout = Duration::from_secs(5);
     spec
 }
@@ -142,9 +142,8 @@ pub(super) fn scenario_dependencies(dir: &Path) {
         chain_service(dir, "b", &["a"]),
     ];
     let mut bringup = BringUp {
-        paths: Paths::under(dir),
-        supervisor: sup,
         services: specs,
+        ..BringUp::new(Paths::under(dir), sup)
     };
     // Stop from another thread once ready, as SIGTERM would.
     let stopper = std::thread::spawn(move || {
@@ -389,12 +388,11 @@ pub(super) fn scenario_sigterm(dir: &Path) {
     polite.after = vec!["stubborn".into()];
     polite.stop_timeout = Duration::from_secs(5);
     // Ready once its pid file is there, so the parent can read it after READY=1.
-    stubborn.ready = Readiness::PathExists(dir.join("stubborn.pid"));
-    polite.ready = Readiness::PathExists(dir.join("polite.pid"));
+    stubborn.ready = Readiness::Path(dir.join("stubborn.pid"));
+    polite.ready = Readiness::Path(dir.join("polite.pid"));
     let mut bringup = BringUp {
-        paths: Paths::under(dir),
-        supervisor: sup,
         services: vec![polite, stubborn],
+        ..BringUp::new(Paths::under(dir), sup)
     };
     // The parent sends SIGTERM to this process after READY=1.
     crate::supervisor::supervise(&mut bringup, vec![services_step(Duration::from_secs(15))])
@@ -413,18 +411,14 @@ pub(super) fn scenario_sigterm(dir: &Path) {
 }
 
 pub(super) fn scenario_bringup(dir: &Path) {
-    use crate::supervisor::bringup::{config_step, run_steps, Step, StepError, StepOutcome};
+    use crate::supervisor::bringup::{run_steps, Step, StepError, StepOutcome};
     let sup = new_supervisor(Notifier::disabled());
-    let mut bringup = BringUp {
-        paths: Paths::under(dir),
-        supervisor: sup,
-        services: Vec::new(),
-    };
+    let mut bringup = BringUp::new(Paths::under(dir), sup);
     let steps = vec![
-        config_step(Box::new(|paths: &Paths| {
-            assert!(paths.config.ends_with("config"));
-            Ok(vec![ServiceSpec::new("idle", &["sleep", "30"])])
-        })),
+        Step::new("config", |b: &mut BringUp| {
+            b.services.push(ServiceSpec::new("idle", &["sleep", "30"]));
+            Ok(StepOutcome::Done("1 services configured".into()))
+        }),
         Step::new("slow", |_: &mut BringUp| {
             std::thread::sleep(Duration::from_millis(50));
             Ok(StepOutcome::Done("waited".into()))

@@ -1,0 +1,373 @@
+//! The bring-up table for each mode (DESIGN.md section 2, "supervise").
+//!
+//! On the appliance (mode "pid1"): early mounts -> boot record -> udevd +
+//! coldplug -> control port -> config disk -> config -> hostname ->
+//! services. Under systemd or standalone the host is already up: only
+//! config and services run. Steps that do not apply say why in status.
+
+use super::bringup::{services_step, BringUp, Step, StepError, StepOutcome};
+use super::engine::{LoopExit, Supervisor};
+use super::service::{Readiness, ServiceSpec};
+use super::Mode;
+use crate::boot::cmdline::{Cmdline, DeviceSpec};
+use crate::boot::record::{BootRecord, BOOT_RECORD};
+use crate::config::{Config, ConfigError, ServiceConfig};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Label of the config disk unless `walden.config=` names another.
+pub const CONFIG_LABEL: &str = "WALDEN-CONFIG";
+/// How long to look for a late config disk (USB) before giving up.
+const CONFIG_DISK_WAIT: Duration = Duration::from_secs(10);
+/// udevd must create its control socket within this time.
+const UDEVD_READY: Duration = Duration::from_secs(15);
+/// udevadm settle's own limit.
+const UDEV_SETTLE: Duration = Duration::from_secs(30);
+/// How long the services step waits for readiness.
+const SERVICES_READY: Duration = Duration::from_secs(60);
+
+/// The bring-up steps for `mode`, in order.
+pub fn steps(mode: Mode) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if mode == Mode::Pid1 {
+        // Without /proc, /sys and /dev nothing else can work.
+        steps.push(Step::new("early-mounts", early_mounts).required());
+        steps.push(Step::new("boot-record", boot_record));
+        steps.push(Step::new("udev", udev));
+        steps.push(Step::new("control-port", control_port));
+        steps.push(Step::new("config-disk", config_disk));
+    }
+    steps.push(Step::new("config", load_config));
+    if mode == Mode::Pid1 {
+        steps.push(Step::new("hostname", hostname));
+        steps.push(Step::new("consoles", consoles));
+    }
+    steps.push(services_step(SERVICES_READY));
+    steps
+}
+
+fn early_mounts(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let done =
+        crate::boot::early::mount_early(&b.paths).map_err(|e| StepError::new(e.to_string()))?;
+    Ok(StepOutcome::Done(if done.is_empty() {
+        "all API file systems were already mounted".into()
+    } else {
+        format!("mounted {}", done.join(" "))
+    }))
+}
+
+fn boot_record(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let path = b.paths.root.join(BOOT_RECORD.trim_start_matches('/'));
+    if !path.exists() {
+        return Ok(StepOutcome::Skipped(format!(
+            "no {} (not booted through walden's stage 1)",
+            path.display()
+        )));
+    }
+    let rec = BootRecord::load(&path).map_err(|e| StepError::new(e.to_string()))?;
+    let detail = format!(
+        "booted {} from {} ({} {}), stage 1 took {} ms",
+        rec.version,
+        rec.boot_kind,
+        rec.media_fstype,
+        rec.media_device,
+        ((rec.stage1_end_s - rec.stage1_start_s) * 1000.0).max(0.0) as u64
+    );
+    b.supervisor.status().lock().image_version = Some(rec.version);
+    Ok(StepOutcome::Done(detail))
+}
+
+fn udev(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let argv = crate::boot::udev::udevd_argv();
+    if !b.paths.root.join(argv[0].trim_start_matches('/')).exists() {
+        return Ok(StepOutcome::Skipped(format!(
+            "{} is not in this root",
+            argv[0]
+        )));
+    }
+    let mut spec = ServiceSpec::new("udevd", &[]);
+    spec.argv = argv;
+    spec.ready = Readiness::Path(b.paths.root.join("run/udev/control"));
+    let sup = &mut b.supervisor;
+    sup.add_services(vec![spec])?;
+    sup.start_services();
+    let deadline = Instant::now() + UDEVD_READY;
+    match sup.run_until(Supervisor::settled, Some(deadline))? {
+        LoopExit::Deadline => {
+            return Err(StepError::new(format!(
+                "udevd did not create /run/udev/control within {}s; devices are not named, see its log lines",
+                UDEVD_READY.as_secs()
+            )))
+        }
+        LoopExit::Stop => return Err(StepError::new("stop requested while starting udevd")),
+        LoopExit::Condition | LoopExit::Reload => {}
+    }
+    crate::boot::udev::coldplug(&b.paths.root, UDEV_SETTLE)
+        .map(StepOutcome::Done)
+        .map_err(|e| StepError::new(e.to_string()))
+}
+
+fn control_port(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let status = b.supervisor.status().clone();
+    Ok(match crate::control::serve_virtio_port(&b.paths, status) {
+        Some(dev) => {
+            StepOutcome::Done(format!("serving the control protocol on {}", dev.display()))
+        }
+        None => StepOutcome::Skipped(format!(
+            "no virtio-serial port named {}",
+            crate::control::VIRTIO_PORT
+        )),
+    })
+}
+
+/// Which disk is the config disk: `walden.config=` or the default label.
+fn config_spec(proc: &Path) -> DeviceSpec {
+    std::fs::read_to_string(proc.join("cmdline"))
+        .ok()
+        .and_then(|text| Cmdline::parse(&text).ok())
+        .and_then(|c| c.config)
+        .unwrap_or_else(|| DeviceSpec::Label(CONFIG_LABEL.into()))
+}
+
+fn config_disk(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let paths = &b.paths;
+    if paths.config.join("host.toml").exists() {
+        return Ok(StepOutcome::Skipped(format!(
+            "{} already holds host.toml",
+            paths.config.display()
+        )));
+    }
+    let spec = config_spec(&paths.proc);
+    let found = crate::boot::media::find(
+        &paths.sys,
+        &paths.dev,
+        &spec,
+        CONFIG_DISK_WAIT,
+        Duration::from_millis(250),
+        |_| {
+            tracing::info!(
+                "waiting up to {}s for the config disk ({spec})",
+                CONFIG_DISK_WAIT.as_secs()
+            )
+        },
+    )
+    .map_err(|e| StepError::new(format!("{e}; create one with mkfs.ext4 -L {CONFIG_LABEL}")))?;
+    let dev = &found.device;
+    let fsck = fsck(dev);
+    std::fs::create_dir_all(&paths.config)
+        .map_err(|e| StepError::new(format!("cannot create {}: {e}", paths.config.display())))?;
+    nix::mount::mount(
+        Some(dev.as_path()),
+        &paths.config,
+        Some(found.probe.fstype.mount_name()),
+        nix::mount::MsFlags::MS_NOATIME | nix::mount::MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        StepError::new(format!(
+            "cannot mount the config disk {} at {}: {e}",
+            dev.display(),
+            paths.config.display()
+        ))
+    })?;
+    Ok(StepOutcome::Done(format!(
+        "mounted {} ({}) at {}; {fsck}",
+        dev.display(),
+        found.probe,
+        paths.config.display()
+    )))
+}
+
+/// `e2fsck -p`: repair what is safe to repair, and say what happened.
+fn fsck(dev: &Path) -> String {
+    match Command::new("e2fsck").arg("-p").arg(dev).output() {
+        Ok(out) => match out.status.code() {
+            Some(0) => "file system clean".into(),
+            Some(1 | 2) => format!(
+                "e2fsck repaired the file system: {}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            ),
+            code => {
+                let msg = format!(
+                    "e2fsck -p {} exited with {code:?}: {}; mounting anyway, run e2fsck by hand",
+                    dev.display(),
+                    String::from_utf8_lossy(&out.stdout).trim()
+                );
+                tracing::warn!("{msg}");
+                msg
+            }
+        },
+        Err(e) => format!("e2fsck not run: {e}"),
+    }
+}
+
+fn load_config(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let dir = &b.paths.config;
+    let config = match crate::config::load(dir) {
+        Ok(c) => c,
+        Err(ConfigError::NoHostFile { .. }) if !dir.exists() => {
+            return Ok(StepOutcome::Skipped(format!(
+                "no config directory {}",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(StepError::new(format!("{e}"))),
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    b.services
+        .extend(config.host.services.iter().map(ServiceSpec::from));
+    let detail = summary(&config);
+    b.config = Some(config);
+    Ok(StepOutcome::Done(detail))
+}
+
+fn summary(c: &Config) -> String {
+    format!(
+        "host {}, {} guests, {} services, {} warnings",
+        c.host.hostname,
+        c.guests.len(),
+        c.host.services.len(),
+        c.warnings.len()
+    )
+}
+
+fn hostname(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let Some(config) = &b.config else {
+        return Ok(StepOutcome::Skipped("no config loaded".into()));
+    };
+    let name = config.host.hostname.to_string();
+    nix::unistd::sethostname(&name)
+        .map_err(|e| StepError::new(format!("cannot set the hostname to {name}: {e}")))?;
+    Ok(StepOutcome::Done(name))
+}
+
+/// A login prompt on every console the kernel was given (`console=`).
+fn consoles(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let agetty = "/sbin/agetty";
+    if !b.paths.root.join(agetty.trim_start_matches('/')).exists() {
+        return Ok(StepOutcome::Skipped(format!(
+            "{agetty} is not in this root"
+        )));
+    }
+    let cmdline = std::fs::read_to_string(b.paths.proc.join("cmdline")).unwrap_or_default();
+    let ttys = console_ttys(&cmdline);
+    for (tty, baud) in &ttys {
+        let mut spec = ServiceSpec::new(format!("getty-{tty}"), &[agetty]);
+        spec.argv = vec![
+            agetty.into(),
+            "-L".into(),
+            baud.clone(),
+            tty.clone(),
+            "vt100".into(),
+        ];
+        b.services.push(spec);
+    }
+    Ok(StepOutcome::Done(format!(
+        "login on {}",
+        ttys.iter()
+            .map(|t| t.0.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// `console=ttyS0,115200 console=tty0` -> [("ttyS0","115200"), ("tty1","38400")].
+fn console_ttys(cmdline: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for arg in cmdline.split_whitespace() {
+        let Some(value) = arg.strip_prefix("console=") else {
+            continue;
+        };
+        let (name, opts) = value.split_once(',').unwrap_or((value, ""));
+        // tty0 is "the current virtual terminal": log in on tty1.
+        let name = if name == "tty0" { "tty1" } else { name };
+        let baud: String = opts.chars().take_while(char::is_ascii_digit).collect();
+        let baud = if baud.is_empty() {
+            "38400".to_string()
+        } else {
+            baud
+        };
+        if !out.iter().any(|(n, _)| n == name) {
+            out.push((name.to_string(), baud));
+        }
+    }
+    out
+}
+
+impl From<&ServiceConfig> for ServiceSpec {
+    fn from(c: &ServiceConfig) -> Self {
+        let mut spec = ServiceSpec::new(c.name.to_string(), &[]);
+        spec.argv = c.command.clone();
+        spec.env = c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        spec.after = c.after.iter().map(|n| n.to_string()).collect();
+        spec.ready = c.ready.clone();
+        spec.restart = c.restart;
+        spec.stop_signal = c.stop_signal;
+        spec.stop_timeout = c.stop_timeout;
+        spec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consoles_come_from_the_kernel_command_line() {
+        let c =
+            console_ttys("BOOT_IMAGE=/x console=tty0 console=ttyS0,115200n8 quiet console=ttyS0");
+        assert_eq!(
+            c,
+            vec![
+                ("tty1".to_string(), "38400".to_string()),
+                ("ttyS0".to_string(), "115200".to_string())
+            ]
+        );
+        assert!(console_ttys("quiet").is_empty());
+    }
+
+    #[test]
+    fn config_disk_defaults_to_its_label_and_honours_the_command_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(
+            config_spec(tmp.path()),
+            DeviceSpec::Label(CONFIG_LABEL.into())
+        );
+        std::fs::write(
+            tmp.path().join("cmdline"),
+            "quiet walden.config=LABEL=MYCONF\n",
+        )
+        .unwrap();
+        assert_eq!(config_spec(tmp.path()), DeviceSpec::Label("MYCONF".into()));
+    }
+
+    #[test]
+    fn services_from_host_toml_keep_every_setting() {
+        let host = r#"schema = 1
+hostname = "h"
+[[service]]
+name = "exporter"
+command = ["/usr/bin/exporter", "--port", "9100"]
+env = { A = "1" }
+ready = { path = "/run/exporter.sock" }
+restart = "on-failure"
+stop_signal = "SIGINT"
+stop_timeout = "3s"
+[[service]]
+name = "after-it"
+command = ["/bin/true"]
+after = ["exporter"]
+"#;
+        let config = crate::config::from_strs(host, &[]).unwrap();
+        let specs: Vec<ServiceSpec> = config.host.services.iter().map(ServiceSpec::from).collect();
+        assert_eq!(specs[0].argv, ["/usr/bin/exporter", "--port", "9100"]);
+        assert_eq!(specs[0].env, [("A".to_string(), "1".to_string())]);
+        assert_eq!(specs[0].ready, Readiness::Path("/run/exporter.sock".into()));
+        assert_eq!(specs[0].stop_signal, nix::sys::signal::Signal::SIGINT);
+        assert_eq!(specs[0].stop_timeout, Duration::from_secs(3));
+        assert_eq!(specs[1].after, ["exporter"]);
+    }
+}
