@@ -1,0 +1,201 @@
+//! End-to-end: the real `walden supervise` in a temporary root with a
+//! config directory, queried with the real `walden status`, stopped with
+//! SIGTERM. Also: the control socket refuses a non-root peer.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const WALDEN: &str = env!("CARGO_BIN_EXE_walden");
+
+struct Supervise {
+    child: Child,
+    socket: PathBuf,
+    _root: tempfile::TempDir,
+}
+
+impl Drop for Supervise {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn host_toml(dir: &Path) -> String {
+    format!(
+        r#"schema = 1
+hostname = "e2e"
+
+[[service]]
+name = "first"
+command = ["/bin/sh", "-c", "touch {dir}/first.ready; exec sleep 600"]
+ready = {{ path = "{dir}/first.ready" }}
+
+[[service]]
+name = "second"
+command = ["/bin/sleep", "600"]
+after = ["first"]
+"#,
+        dir = dir.display()
+    )
+}
+
+/// Start `walden supervise` on a temp root; wait for its socket.
+fn start() -> Supervise {
+    let root = tempfile::tempdir().expect("tempdir");
+    // Readable by everyone so the non-root client can reach the socket.
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = root.path().join("config");
+    std::fs::create_dir_all(&config).expect("mkdir config");
+    std::fs::write(config.join("host.toml"), host_toml(root.path())).expect("host.toml");
+    let child = Command::new(WALDEN)
+        .arg("supervise")
+        .arg("--root")
+        .arg(root.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn walden supervise");
+    let socket = root.path().join("run/walden/control.sock");
+    let s = Supervise {
+        child,
+        socket,
+        _root: root,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let out = status(&s.socket, true);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"ready\"") {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("walden supervise did not become ready within 20 s");
+}
+
+fn status(socket: &Path, json: bool) -> Output {
+    let mut cmd = Command::new(WALDEN);
+    cmd.arg("status").arg("--socket").arg(socket);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.output().expect("run walden status")
+}
+
+#[test]
+fn status_json_shows_every_step_and_service() {
+    let s = start();
+    let out = status(&s.socket, true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    for key in [
+        "version",
+        "image_version",
+        "mode",
+        "phase",
+        "kernel_ms",
+        "uptime_ms",
+        "ready_ms",
+        "steps",
+        "services",
+        "last_error",
+    ] {
+        assert!(v.get(key).is_some(), "status JSON lacks {key}: {v}");
+    }
+    assert_eq!(v["mode"], "standalone");
+    assert_eq!(v["phase"], "ready");
+    let steps: Vec<&str> = v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(steps, ["config", "services"]);
+    assert_eq!(v["steps"][0]["state"], "done");
+    assert!(v["steps"][0]["duration_ms"].is_u64());
+    let services: Vec<(&str, &str)> = v["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or(""),
+                s["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(services, [("first", "running"), ("second", "running")]);
+    assert!(v["services"][1]["pid"].as_i64().unwrap_or(0) > 1);
+
+    let human = status(&s.socket, false);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("phase ready"), "{text}");
+    assert!(text.contains("second"), "{text}");
+}
+
+#[test]
+fn sigterm_stops_services_and_exits_cleanly() {
+    let mut s = start();
+    let out = status(&s.socket, true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let pids: Vec<i32> = v["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["pid"].as_i64().map(|p| p as i32))
+        .collect();
+    assert_eq!(pids.len(), 2);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let code = loop {
+        if let Some(st) = s.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "supervise still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "exit status {code:?}");
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "service pid {pid} survived the supervisor"
+        );
+    }
+    assert!(!s.socket.exists(), "socket left behind");
+}
+
+#[test]
+fn non_root_peer_is_refused_with_a_clear_message() {
+    if !nix::unistd::getuid().is_root() {
+        let msg = "needs root to run a client as another uid";
+        if std::env::var("WALDEN_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: non_root_peer_is_refused_with_a_clear_message: {msg}");
+        return;
+    }
+    let s = start();
+    // The test binary lives under target/, which `nobody` must be able to read.
+    let out = Command::new(WALDEN)
+        .arg("status")
+        .arg("--socket")
+        .arg(&s.socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run walden status as nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody got an answer: {err}");
+    assert!(
+        err.contains("accepts only root") && err.contains("uid 65534"),
+        "unexpected refusal: {err}"
+    );
+}
