@@ -9,8 +9,10 @@ mod config;
 mod context;
 mod control;
 mod logging;
+mod net;
 mod pid1;
 mod supervisor;
+mod vfio;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,6 +53,9 @@ enum Command {
     Reboot,
     /// Halt the machine (signals PID 1).
     Halt,
+    /// Host networking: apply host.toml's [network] now, or show it.
+    #[command(subcommand)]
+    Net(net::NetCommand),
 }
 
 #[derive(Subcommand)]
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
         Command::Poweroff => exit(pid1::request(pid1::Action::PowerOff)),
         Command::Reboot => exit(pid1::request(pid1::Action::Reboot)),
         Command::Halt => exit(pid1::request(pid1::Action::Halt)),
+        Command::Net(cmd) => exit(net::command(cmd)),
     }
 }
 

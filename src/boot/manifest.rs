@@ -83,34 +83,76 @@ impl Manifest {
 /// The sha256 (hex) and length of a file, optionally copying every byte
 /// read to `copy` (walden.toram hashes and copies in one pass, so the copy
 /// in RAM is exactly what was verified).
+///
+/// A reader thread feeds 1 MiB chunks through a small bounded channel, so
+/// reading the media and hashing overlap: on a slow machine (or under TCG)
+/// that roughly halves the time stage 1 spends here.
 pub fn hash_file(
     path: &Path,
     mut copy: Option<&mut dyn Write>,
 ) -> Result<(String, u64), BootError> {
     let io = |e| BootError::io(path, e);
     let mut f = File::open(path).map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
+    let reader = std::thread::spawn(move || loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = match read_chunk(&mut f, &mut buf) {
+            Ok(0) => return,
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io(e)),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
         };
-        hasher.update(&buf[..n]);
-        if let Some(w) = copy.as_mut() {
-            w.write_all(&buf[..n]).map_err(io)?;
+        buf.truncate(n);
+        if tx.send(Ok(buf)).is_err() {
+            return;
         }
-        total += n as u64;
+    });
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut result = Ok(());
+    for chunk in rx.iter() {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                result = Err(io(e));
+                break;
+            }
+        };
+        hasher.update(&chunk);
+        if let Some(w) = copy.as_mut() {
+            if let Err(e) = w.write_all(&chunk) {
+                result = Err(io(e));
+                break;
+            }
+        }
+        total += chunk.len() as u64;
     }
+    drop(rx);
+    // The reader ends on EOF, on an error, or when the channel closes.
+    let _ = reader.join();
+    result?;
     let hex = hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     Ok((hex, total))
+}
+
+/// Fill `buf` as far as the file allows (short only at end of file).
+fn read_chunk(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// A version directory on the media and what is in it.
@@ -229,6 +271,23 @@ mod tests {
         assert_eq!(copy, b"hello");
         let err = m.expected("vmlinuz", &dir).unwrap_err().to_string();
         assert!(err.contains("no sha256 for vmlinuz"), "{err}");
+    }
+
+    #[test]
+    fn hashes_files_larger_than_a_chunk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("big");
+        let data: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let mut copy = Vec::new();
+        let (got, len) = hash_file(&p, Some(&mut copy)).unwrap();
+        let want: String = Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!((got, len), (want, data.len() as u64));
+        assert_eq!(copy, data);
+        assert!(hash_file(&tmp.path().join("nope"), None).is_err());
     }
 
     #[test]

@@ -71,6 +71,14 @@ pub fn status(s: &Status) -> String {
             &rows,
         );
     }
+    if !s.network.is_empty() {
+        out.push_str("\nnetwork\n");
+        out.push_str(&crate::net::status::render(&s.network));
+    }
+    if !s.vfio.is_empty() {
+        out.push('\n');
+        out.push_str(&crate::vfio::render_table(&s.vfio));
+    }
     if let Some(e) = &s.last_error {
         let _ = writeln!(out, "\nlast error: {e}");
     }

@@ -34,6 +34,8 @@ pub fn steps(mode: Mode) -> Vec<Step> {
         // Without /proc, /sys and /dev nothing else can work.
         steps.push(Step::new("early-mounts", early_mounts).required());
         steps.push(Step::new("boot-record", boot_record));
+        // walden.vfio= devices must be on vfio-pci before coldplug loads host drivers.
+        steps.push(Step::new("vfio-early", crate::vfio::early_step));
         steps.push(Step::new("udev", udev));
         steps.push(Step::new("control-port", control_port));
         steps.push(Step::new("config-disk", config_disk));
@@ -42,6 +44,13 @@ pub fn steps(mode: Mode) -> Vec<Step> {
     if mode == Mode::Pid1 {
         steps.push(Step::new("hostname", hostname));
         steps.push(Step::new("consoles", consoles));
+    }
+    // Binding host devices is for a real host (the appliance, or a distro
+    // under systemd); never in standalone/container runs against a test root.
+    if matches!(mode, Mode::Pid1 | Mode::Systemd) {
+        // DESIGN.md: config -> network -> vfio -> services.
+        steps.push(Step::new("network", crate::net::step::network_step));
+        steps.push(Step::new("vfio", crate::vfio::config_step));
     }
     steps.push(services_step(SERVICES_READY));
     steps

@@ -117,6 +117,12 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// The most recent error anywhere, for a one-line summary.
     pub last_error: Option<String>,
+    /// PCI devices selected for passthrough (`[[vfio]]`, `walden.vfio=`).
+    #[serde(default)]
+    pub vfio: Vec<crate::vfio::VfioDeviceStatus>,
+    /// Managed network links as the "network" step left them.
+    #[serde(default)]
+    pub network: Vec<crate::net::LinkStatus>,
 }
 
 impl Status {
@@ -133,6 +139,8 @@ impl Status {
             steps: Vec::new(),
             services: Vec::new(),
             last_error: None,
+            vfio: Vec::new(),
+            network: Vec::new(),
         }
     }
 }
