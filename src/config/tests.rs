@@ -86,7 +86,7 @@ fn invalid_cases_report_every_problem_where_expected() {
                     w.location, w.key, w.message, g.key, g.message
                 ));
             }
-            if g.hint.as_deref().map_or(true, str::is_empty) {
+            if g.hint.as_deref().is_none_or(str::is_empty) {
                 failures.push(format!("{name}: no hint for {g}"));
             }
         }

@@ -483,7 +483,7 @@ impl<'a> Planner<'a> {
             .routes
             .iter()
             .filter(|r| {
-                r.oif.map_or(true, |o| {
+                r.oif.is_none_or(|o| {
                     !self.gone.contains(&o) && !self.bounced.contains(&o)
                 })
             })

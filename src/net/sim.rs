@@ -78,7 +78,7 @@ fn step(s: &mut Observed, op: &Op) {
             s.links.retain(|l| !doomed.contains(&l.index));
             s.addresses.retain(|a| !doomed.contains(&a.index));
             s.routes
-                .retain(|r| r.oif.map_or(true, |o| !doomed.contains(&o)));
+                .retain(|r| r.oif.is_none_or(|o| !doomed.contains(&o)));
         }
         Op::SetDown { link: name } => {
             let i = idx(s, name, op);

@@ -127,7 +127,7 @@ fn watch_loop(dev_dir: &Path, on_press: &dyn Fn()) {
     let mut buf = vec![0u8; EVENT_SIZE * 64];
     loop {
         let rescanning = started.elapsed() < RESCAN_FOR;
-        if rescanning && last_scan.map_or(true, |t| t.elapsed() >= RESCAN_EVERY) {
+        if rescanning && last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
             devices.extend(scan(dev_dir, &mut seen));
             last_scan = Some(Instant::now());
         }

@@ -237,7 +237,7 @@ impl Supervisor {
             }
         }
         if let Some(interval) = self.notifier.watchdog_interval() {
-            if self.next_watchdog.map_or(true, |t| now >= t) {
+            if self.next_watchdog.is_none_or(|t| now >= t) {
                 self.notifier.watchdog();
                 self.next_watchdog = Some(now + interval);
             }
