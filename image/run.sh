@@ -1,0 +1,73 @@
+#!/bin/bash
+# Boot the USB image in QEMU (TCG, q35, OVMF), headless: the serial
+# console is this terminal. Builds the image first if needed.
+#
+# Usage: image/run.sh [extra qemu arguments]
+# Env:
+#   WALDEN_RUN_FIRMWARE=uefi|bios   OVMF (default) or SeaBIOS
+#   WALDEN_RUN_MEDIA=usb|iso        the USB image (default) or the ISO as a CD
+#   WALDEN_RUN_BUS=usb|virtio       how the USB image is attached (default usb:
+#                                   an emulated USB stick on xHCI)
+#   WALDEN_RUN_CONFIG=DIR           config directory (default examples/minimal)
+#   WALDEN_RUN_NOBUILD=1            do not run image/build.sh first
+#
+# The config disk (ext4, label WALDEN-CONFIG) is made fresh from the config
+# directory on every run; the boot media is a fresh copy of the built image,
+# so nothing a run writes survives it. The control socket of walden is
+# reachable at build/run/control.sock (virtio-serial port org.walden.control).
+. "$(dirname "$0")/lib.sh"
+
+[ -n "${WALDEN_RUN_NOBUILD:-}" ] || "$IMAGE/build.sh"
+
+run="$BUILD/run"
+mkdir -p "$run"
+firmware="${WALDEN_RUN_FIRMWARE:-uefi}"
+media="${WALDEN_RUN_MEDIA:-usb}"
+bus="${WALDEN_RUN_BUS:-usb}"
+
+# Config disk.
+config="${WALDEN_RUN_CONFIG:-$REPO/examples/minimal}"
+if [ ! -d "$config" ]; then
+    log "no $config yet; using a minimal host.toml"
+    config="$run/config-default"
+    mkdir -p "$config"
+    printf 'schema = 1\nhostname = "walden"\n' > "$config/host.toml"
+fi
+rm -f "$run/config.img"
+truncate -s 256M "$run/config.img"
+mkfs.ext4 -q -F -L WALDEN-CONFIG -d "$config" "$run/config.img"
+
+args=(-machine q35 -accel tcg -cpu max -m 2048 -smp 2 -nographic)
+if [ "$firmware" = uefi ]; then
+    code=/usr/share/OVMF/OVMF_CODE_4M.fd
+    cp /usr/share/OVMF/OVMF_VARS_4M.fd "$run/OVMF_VARS.fd"
+    args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=$code"
+           -drive "if=pflash,format=raw,unit=1,file=$run/OVMF_VARS.fd")
+fi
+
+case "$media" in
+usb)
+    cp --sparse=always "$BUILD/walden-$VERSION-usb.img" "$run/boot.img"
+    args+=(-drive "if=none,id=boot,format=raw,file=$run/boot.img")
+    if [ "$bus" = usb ]; then
+        args+=(-device qemu-xhci,id=xhci -device usb-storage,bus=xhci.0,drive=boot,bootindex=0)
+    else
+        args+=(-device virtio-blk-pci,drive=boot,bootindex=0)
+    fi
+    ;;
+iso)
+    args+=(-drive "if=none,id=boot,media=cdrom,readonly=on,file=$BUILD/walden-$VERSION.iso"
+           -device ide-cd,drive=boot,bootindex=0)
+    ;;
+*) die "WALDEN_RUN_MEDIA must be usb or iso, not $media" ;;
+esac
+
+rm -f "$run/control.sock"
+args+=(-drive "if=none,id=config,format=raw,file=$run/config.img" -device virtio-blk-pci,drive=config
+       -netdev user,id=net0 -device virtio-net-pci,netdev=net0
+       -device virtio-serial
+       -chardev "socket,id=ctl,path=$run/control.sock,server=on,wait=off"
+       -device virtserialport,chardev=ctl,name=org.walden.control)
+
+log "booting walden $VERSION ($media, $firmware) under QEMU/TCG; quit with Ctrl-A X"
+exec qemu-system-x86_64 "${args[@]}" "$@"

@@ -1,0 +1,376 @@
+//! Describing a machine: media, firmware, config disk, NIC, extra arguments.
+//! [`MachineBuilder::start`] makes the per-test disk files and the QEMU
+//! command line, then hands over to [`crate::machine::Machine`].
+
+use crate::artifacts::{repo_root, Artifacts};
+use crate::control::PORT_NAME;
+use crate::disk;
+use crate::error::{Error, Result};
+use crate::expect;
+use crate::grubcfg;
+use crate::machine::{Launch, Machine, CONFIG_IMAGE};
+use std::path::{Path, PathBuf};
+
+/// OVMF firmware code (read-only) and the template of its variable store.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+/// OVMF's empty variable store, copied per machine.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+
+/// Size of the config disk made from a directory.
+const CONFIG_DISK_MIB: u64 = 64;
+/// Label the guest looks for.
+pub const CONFIG_LABEL: &str = "WALDEN-CONFIG";
+
+/// Which firmware boots the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS (QEMU's default).
+    Bios,
+    /// OVMF, with a per-machine copy of the variable store.
+    Uefi,
+}
+
+/// A boot medium, attached the way a user would attach it.
+#[derive(Debug, Clone)]
+enum Media {
+    /// A raw disk image on a USB stick (xhci + usb-storage).
+    Usb(PathBuf),
+    /// An ISO in a CD-ROM drive (AHCI).
+    Cdrom(PathBuf),
+}
+
+/// A config disk: an ext4 file system labelled WALDEN-CONFIG.
+#[derive(Debug, Clone)]
+pub struct ConfigDisk {
+    source: PathBuf,
+}
+
+impl ConfigDisk {
+    /// Made from a directory; a relative path is taken from the repository
+    /// root (e.g. "examples/minimal").
+    pub fn from_dir(dir: impl AsRef<Path>) -> Self {
+        let dir = dir.as_ref();
+        let source = if dir.is_absolute() {
+            dir.to_path_buf()
+        } else {
+            repo_root().join(dir)
+        };
+        Self { source }
+    }
+}
+
+/// Network interface of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nic {
+    /// No NIC at all (the default: nothing to wait for, nothing leaves).
+    None,
+    /// A virtio NIC on QEMU user networking with `restrict=on`: the guest
+    /// gets DHCP from QEMU but cannot reach the host or anything beyond.
+    Isolated,
+}
+
+/// Boot a kernel and initramfs directly instead of through firmware and GRUB.
+#[derive(Debug, Clone)]
+pub struct DirectKernel {
+    /// The kernel (vmlinuz).
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// The kernel command line.
+    pub append: String,
+}
+
+impl DirectKernel {
+    /// The image's kernel and initramfs with the command line its GRUB
+    /// entry passes (read from the USB image's grub/grub.cfg), except that
+    /// `walden.version=` asks for `version`.
+    pub fn like_grub(artifacts: &Artifacts, version: &str) -> Result<Self> {
+        let cfg = disk::esp_read_file(&artifacts.usb_image()?, "grub/grub.cfg")?;
+        let args = grubcfg::kernel_args(&cfg, &artifacts.version)?;
+        Ok(Self {
+            kernel: artifacts.kernel()?,
+            initrd: artifacts.initrd()?,
+            append: grubcfg::with_version(&args, version),
+        })
+    }
+}
+
+/// Everything about a machine before it starts. Get one from
+/// [`crate::TestEnv::machine`].
+#[derive(Debug, Clone)]
+pub struct MachineBuilder {
+    dir: PathBuf,
+    scratch: PathBuf,
+    media: Vec<Media>,
+    firmware: Firmware,
+    config: Option<ConfigDisk>,
+    kernel: Option<DirectKernel>,
+    flips: Vec<(String, u64)>,
+    memory_mib: u32,
+    cpus: u32,
+    nic: Nic,
+    extra: Vec<String>,
+    no_reboot: bool,
+    paused: bool,
+    fail_on: Vec<String>,
+}
+
+impl MachineBuilder {
+    pub(crate) fn new(dir: PathBuf, scratch: PathBuf) -> Self {
+        Self {
+            dir,
+            scratch,
+            media: Vec::new(),
+            firmware: Firmware::Bios,
+            config: None,
+            kernel: None,
+            flips: Vec::new(),
+            memory_mib: 2048,
+            cpus: 2,
+            nic: Nic::None,
+            extra: Vec::new(),
+            no_reboot: false,
+            paused: false,
+            fail_on: expect::FATAL.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Boot from this USB image (attached through a qcow2 overlay; the file is never written).
+    pub fn usb_image(mut self, image: impl Into<PathBuf>) -> Self {
+        self.media.push(Media::Usb(image.into()));
+        self
+    }
+
+    /// Boot from this ISO in a CD-ROM drive (read-only).
+    pub fn iso_cdrom(mut self, iso: impl Into<PathBuf>) -> Self {
+        self.media.push(Media::Cdrom(iso.into()));
+        self
+    }
+
+    /// Boot from this ISO written to a USB stick (`dd` of the hybrid ISO).
+    pub fn iso_disk(mut self, iso: impl Into<PathBuf>) -> Self {
+        self.media.push(Media::Usb(iso.into()));
+        self
+    }
+
+    /// Firmware (default BIOS).
+    pub fn firmware(mut self, firmware: Firmware) -> Self {
+        self.firmware = firmware;
+        self
+    }
+
+    /// Attach a config disk.
+    pub fn config_disk(mut self, config: ConfigDisk) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Boot this kernel + initramfs with `-kernel/-initrd/-append`; the
+    /// media stay attached, so stage 1 finds them exactly as after GRUB.
+    pub fn direct_kernel(mut self, kernel: DirectKernel) -> Self {
+        self.kernel = Some(kernel);
+        self
+    }
+
+    /// Invert byte `offset` of file `path` (relative to the ESP root, e.g.
+    /// "images/0.1.0/root.squashfs") on the first USB medium's copy.
+    pub fn flip_esp_byte(mut self, path: impl Into<String>, offset: u64) -> Self {
+        self.flips.push((path.into(), offset));
+        self
+    }
+
+    /// Guest memory (default 2048 MiB).
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Network interface (default none).
+    pub fn nic(mut self, nic: Nic) -> Self {
+        self.nic = nic;
+        self
+    }
+
+    /// Extra QEMU arguments, appended last.
+    pub fn extra_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.extra.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Exit QEMU instead of rebooting the guest (`-no-reboot`).
+    pub fn no_reboot(mut self) -> Self {
+        self.no_reboot = true;
+        self
+    }
+
+    /// Start with the CPUs stopped (`-S`); `cont` over QMP runs them.
+    pub fn paused(mut self) -> Self {
+        self.paused = true;
+        self
+    }
+
+    /// Also end console waits at once when `pattern` appears.
+    pub fn fail_on(mut self, pattern: impl Into<String>) -> Self {
+        self.fail_on.push(pattern.into());
+        self
+    }
+
+    /// Make the disk files, assemble the command line and start QEMU.
+    pub fn start(self) -> Result<Machine> {
+        let args = self.prepare()?;
+        Machine::launch(Launch {
+            args,
+            dir: self.dir,
+            scratch: self.scratch,
+            fail_on: self.fail_on,
+        })
+    }
+
+    /// Create per-machine disk files in the test directory and return QEMU's arguments.
+    fn prepare(&self) -> Result<Vec<String>> {
+        let mut a = self.base_args();
+        let s = |p: &Path| p.display().to_string();
+        if self.firmware == Firmware::Uefi {
+            let vars = self.dir.join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &vars)
+                .map_err(|e| Error::io("copy OVMF variables to", &vars, e))?;
+            a.push("-drive".into());
+            a.push(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            ));
+            a.push("-drive".into());
+            a.push(format!("if=pflash,format=raw,unit=1,file={}", s(&vars)));
+        }
+        if self.media.iter().any(|m| matches!(m, Media::Usb(_))) {
+            a.extend(["-device".into(), "qemu-xhci,id=xhci".into()]);
+        }
+        // With -kernel, QEMU's linuxboot ROM takes boot index 0 itself.
+        let boot = |i: usize| match self.kernel {
+            Some(_) => String::new(),
+            None => format!(",bootindex={i}"),
+        };
+        let mut flips = self.flips.iter();
+        for (i, m) in self.media.iter().enumerate() {
+            match m {
+                Media::Usb(base) => {
+                    let ov = self.dir.join(format!("media{i}.qcow2"));
+                    disk::overlay(base, &ov)?;
+                    for (path, offset) in flips.by_ref() {
+                        let at = disk::esp_file_offset(base, path, *offset)?;
+                        disk::flip_byte_in_overlay(base, &ov, at)?;
+                    }
+                    a.push("-drive".into());
+                    a.push(format!("file={},format=qcow2,if=none,id=media{i}", s(&ov)));
+                    a.push("-device".into());
+                    a.push(format!("usb-storage,bus=xhci.0,drive=media{i}{}", boot(i)));
+                }
+                Media::Cdrom(iso) => {
+                    let iso = iso
+                        .canonicalize()
+                        .map_err(|e| Error::io("resolve", iso, e))?;
+                    a.push("-drive".into());
+                    a.push(format!(
+                        "file={},format=raw,if=none,id=media{i},media=cdrom,readonly=on",
+                        s(&iso)
+                    ));
+                    a.push("-device".into());
+                    a.push(format!("ide-cd,drive=media{i},bus=ide.{i}{}", boot(i)));
+                }
+            }
+        }
+        if let Some((path, _)) = flips.next() {
+            return Err(Error::unexpected(
+                "machine description",
+                format!("flip_esp_byte({path}) needs a USB medium"),
+            ));
+        }
+        if let Some(config) = &self.config {
+            let img = self.dir.join(CONFIG_IMAGE);
+            disk::ext4_from_dir(&config.source, &img, CONFIG_LABEL, CONFIG_DISK_MIB)?;
+            a.push("-drive".into());
+            a.push(format!("file={},format=raw,if=none,id=config", s(&img)));
+            a.push("-device".into());
+            a.push("virtio-blk-pci,drive=config,serial=walden-config".into());
+        }
+        if let Some(k) = &self.kernel {
+            a.extend([
+                "-kernel".into(),
+                s(&k.kernel),
+                "-initrd".into(),
+                s(&k.initrd),
+            ]);
+            a.extend(["-append".into(), k.append.clone()]);
+        }
+        a.extend(self.extra.iter().cloned());
+        Ok(a)
+    }
+
+    /// Machine, console, QMP, control channel, NIC, flags.
+    fn base_args(&self) -> Vec<String> {
+        let sock = |n: &str| self.scratch.join(n).display().to_string();
+        let mut a: Vec<String> = vec!["-nodefaults".into(), "-no-user-config".into()];
+        // graphics=off makes SeaBIOS print on the serial console too.
+        a.extend(["-machine".into(), "q35,graphics=off".into()]);
+        a.extend(accel_args());
+        a.extend([
+            "-m".into(),
+            self.memory_mib.to_string(),
+            "-smp".into(),
+            self.cpus.to_string(),
+        ]);
+        a.extend(["-display".into(), "none".into()]);
+        a.extend([
+            "-chardev".into(),
+            "stdio,id=con,signal=off".into(),
+            "-serial".into(),
+            "chardev:con".into(),
+        ]);
+        a.extend([
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", sock("qmp.sock")),
+        ]);
+        a.extend(["-device".into(), "virtio-serial-pci".into()]);
+        a.extend([
+            "-chardev".into(),
+            format!("socket,id=ctl,path={},server=on,wait=off", sock("ctl.sock")),
+            "-device".into(),
+            format!("virtserialport,chardev=ctl,name={PORT_NAME}"),
+        ]);
+        match self.nic {
+            Nic::None => a.extend(["-nic".into(), "none".into()]),
+            Nic::Isolated => a.extend([
+                "-nic".into(),
+                "user,model=virtio-net-pci,restrict=on".into(),
+            ]),
+        }
+        if self.no_reboot {
+            a.push("-no-reboot".into());
+        }
+        if self.paused {
+            a.push("-S".into());
+        }
+        a
+    }
+}
+
+/// `-accel tcg`, or KVM when `WALDEN_QEMU_ACCEL=kvm` and /dev/kvm opens.
+pub fn accel_args() -> Vec<String> {
+    let wants_kvm = std::env::var("WALDEN_QEMU_ACCEL").is_ok_and(|v| v == "kvm");
+    if wants_kvm {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+        {
+            Ok(_) => return vec!["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()],
+            Err(e) => {
+                eprintln!("WALDEN_QEMU_ACCEL=kvm but /dev/kvm does not open ({e}); using TCG")
+            }
+        }
+    }
+    vec!["-accel".into(), "tcg".into()]
+}

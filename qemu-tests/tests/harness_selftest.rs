@@ -1,0 +1,90 @@
+//! The harness proves itself against real QEMU without the walden image:
+//! a diskless machine under SeaBIOS, driven through QMP and the console.
+
+use qemu_tests::{Firmware, TestEnv};
+use std::time::Duration;
+
+#[test]
+fn paused_machine_answers_qmp_then_runs_firmware_and_quits() -> anyhow::Result<()> {
+    let env = TestEnv::without_image("harness_paused_machine")?;
+    let mut m = env
+        .machine()
+        .firmware(Firmware::Bios)
+        .memory_mib(256)
+        .paused()
+        .start()?;
+
+    let status = m.qmp("query-status", None)?;
+    assert_eq!(status["running"], false, "{status}");
+    assert_eq!(status["status"], "prelaunch", "{status}");
+
+    m.qmp("cont", None)?;
+    let line = m.wait_for_console("SeaBIOS (version", Duration::from_secs(60))?;
+    assert!(line.contains("SeaBIOS"), "{line}");
+    assert_eq!(m.qmp("query-status", None)?["status"], "running");
+
+    // Nothing serves walden's control port here: a short, clear failure.
+    let err = m.status_within(Duration::from_secs(2)).unwrap_err();
+    assert!(err.to_string().contains("org.walden.control"), "{err}");
+
+    let exit = m.quit()?;
+    assert!(exit.success(), "QEMU exited with {exit}");
+    assert!(std::fs::read_to_string(m.console_log())?.contains("SeaBIOS"));
+    Ok(())
+}
+
+#[test]
+fn restart_keeps_the_machine_and_appends_to_the_log() -> anyhow::Result<()> {
+    let env = TestEnv::without_image("harness_restart")?;
+    let mut m = env.machine().memory_mib(256).no_reboot().start()?;
+    m.wait_for_console("SeaBIOS (version", Duration::from_secs(60))?;
+    m.restart()?;
+    m.wait_for_console("SeaBIOS (version", Duration::from_secs(60))?;
+    // With no OS, the power button is only an event QEMU reports.
+    m.powerdown()?;
+    m.qmp("query-status", None)?;
+    assert!(
+        m.qmp_events().iter().any(|e| e["event"] == "POWERDOWN"),
+        "{:?}",
+        m.qmp_events()
+    );
+    m.quit()?;
+    let log = std::fs::read_to_string(m.console_log())?;
+    assert_eq!(log.matches("SeaBIOS (version").count(), 2, "{log}");
+    assert!(log.contains("qemu-tests: restart (run 2)"));
+    Ok(())
+}
+
+#[test]
+fn uefi_firmware_boots_and_reset_reboots_it() -> anyhow::Result<()> {
+    let env = TestEnv::without_image("harness_uefi_reset")?;
+    let mut m = env
+        .machine()
+        .firmware(Firmware::Uefi)
+        .memory_mib(512)
+        .start()?;
+    m.wait_for_console("BdsDxe:", Duration::from_secs(120))?;
+    m.reset()?;
+    // After the reset OVMF starts over and prints its boot manager again.
+    m.wait_for_console("BdsDxe:", Duration::from_secs(120))?;
+    m.qmp("query-status", None)?; // collects the events that arrived meanwhile
+    assert!(
+        m.qmp_events().iter().any(|e| e["event"] == "RESET"),
+        "{:?}",
+        m.qmp_events()
+    );
+    Ok(())
+}
+
+#[test]
+fn qemu_failing_to_start_reports_its_stderr() -> anyhow::Result<()> {
+    let env = TestEnv::without_image("harness_bad_args")?;
+    let err = env
+        .machine()
+        .extra_args(["-no-such-option"])
+        .start()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("no-such-option"), "{msg}");
+    Ok(())
+}
