@@ -8,6 +8,7 @@
 //! | `walden.config=SPEC` | config disk (read by stage 2; stage 1 only validates it) |
 //! | `walden.wait=SECS` | how long to wait for late boot media (default 20) |
 //! | `walden.shell` | stop in the emergency shell before switching root (debugging) |
+//! | `walden.vfio=ADDR,ID,...` | devices to bind to vfio-pci before coldplug (read by stage 2, `crate::vfio`) |
 //!
 //! Unknown `walden.*` parameters are kept in [`Cmdline::unknown`] so stage 1
 //! can warn about typos instead of silently ignoring them.
@@ -130,6 +131,8 @@ impl Cmdline {
                 ("toram", None) | ("toram", Some("1" | "yes" | "true")) => out.toram = true,
                 ("toram", Some("0" | "no" | "false")) => out.toram = false,
                 ("shell", None) | ("shell", Some("1" | "yes" | "true")) => out.shell = true,
+                // Stage 2's business: crate::vfio parses and validates it.
+                ("vfio", Some(_)) => {}
                 ("media" | "config" | "version" | "wait", None) => {
                     return Err(bad("needs a value".into()))
                 }
@@ -169,7 +172,8 @@ mod tests {
     fn parses_every_parameter() {
         let c = Cmdline::parse(
             "console=tty0 walden.version=0.2.0 walden.media=UUID=ABCD-1234 walden.toram \
-             walden.config=LABEL=MYCONF walden.wait=45 walden.shell walden.colour=red",
+             walden.config=LABEL=MYCONF walden.wait=45 walden.shell walden.vfio=0000:03:00.0 \
+             walden.colour=red",
         )
         .unwrap();
         assert_eq!(c.version.as_deref(), Some("0.2.0"));
