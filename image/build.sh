@@ -10,6 +10,7 @@
 # Env: WALDEN_VERSION (default: Cargo.toml's version), WALDEN_BIN (use this
 # binary instead of `cargo build --release`), WALDEN_USB_SIZE_MB,
 # WALDEN_GRUB_TIMEOUT, WALDEN_CMDLINE_EXTRA, WALDEN_SQUASHFS_LEVEL,
+# WALDEN_USB_VERSIONS (versions on the USB image, default: this one),
 # WALDEN_MIRROR, WALDEN_BUILD_DIR.
 . "$(dirname "$0")/lib.sh"
 
@@ -81,10 +82,15 @@ fi
 usb="$BUILD/walden-$VERSION-usb.img"
 iso="$BUILD/walden-$VERSION.iso"
 media_key="$(hash_inputs "$out/manifest.toml" "$IMAGE/grub" "$IMAGE/lib.sh"; echo "$CMDLINE $GRUB_TIMEOUT")"
-key="$(hash_inputs "$IMAGE/mkusb.sh"; echo "$media_key ${WALDEN_USB_SIZE_MB:-}")"
+# WALDEN_USB_VERSIONS puts several built versions side by side on the ESP.
+usb_versions="${WALDEN_USB_VERSIONS:-$VERSION}"
+usb_manifests=()
+for v in $usb_versions; do usb_manifests+=("$BUILD/images/$v/manifest.toml"); done
+key="$(hash_inputs "$IMAGE/mkusb.sh" "${usb_manifests[@]}"; echo "$media_key ${WALDEN_USB_SIZE_MB:-} $usb_versions")"
 if ! up_to_date "$out/.stamp-usb" "$key" "$usb"; then
-    log "USB image: writing $usb"
-    "$IMAGE/mkusb.sh" "$usb" "$BUILD/images" "$VERSION"
+    log "USB image: writing $usb ($usb_versions)"
+    # shellcheck disable=SC2086 # a list of versions
+    "$IMAGE/mkusb.sh" "$usb" "$BUILD/images" $usb_versions
     echo "$key" > "$out/.stamp-usb"
 fi
 key="$(hash_inputs "$IMAGE/mkiso.sh"; echo "$media_key")"
