@@ -483,9 +483,8 @@ impl<'a> Planner<'a> {
             .routes
             .iter()
             .filter(|r| {
-                r.oif.is_none_or(|o| {
-                    !self.gone.contains(&o) && !self.bounced.contains(&o)
-                })
+                r.oif
+                    .is_none_or(|o| !self.gone.contains(&o) && !self.bounced.contains(&o))
             })
             .collect();
         let mut add_routes = Vec::new();
