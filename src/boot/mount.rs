@@ -94,35 +94,14 @@ impl Mounter for SysMounter {
     }
 }
 
-/// Mount points listed in a /proc/self/mountinfo text (field 5, with the
-/// kernel's octal escapes such as `\040` undone).
+/// Mount points listed in a /proc/self/mountinfo text. One parser serves
+/// stage 1, stage 2 and the final shutdown ([`crate::pid1::mountinfo`]);
+/// here a malformed line is skipped rather than failing the boot.
 pub fn parse_mountinfo(text: &str) -> HashSet<PathBuf> {
     text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape(p)))
+        .filter_map(|line| crate::pid1::mountinfo::parse_mountinfo(line).ok()?.pop())
+        .map(|entry| entry.mount_point)
         .collect()
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d[0] <= b'3' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) if b[i] == b'\\' => {
-                out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Apply `table` under `root`, skipping mount points already in `mounted`.
