@@ -200,7 +200,8 @@ macro_rules! need {
 fn minimal_example_bridges_one_nic_and_applies_once() {
     need!("minimal_example");
     let ns = Ns::new();
-    ns.nic("eth0", "52:54:00:aa:00:01", "peer0");
+    // The example matches QEMU's default first-NIC MAC and names it lan0.
+    ns.nic("eth0", "52:54:00:12:34:56", "peer0");
     let etc = tempfile::tempdir().unwrap();
     let dir = examples().join("minimal");
     let first = ns.apply(&dir, etc.path());
@@ -208,8 +209,9 @@ fn minimal_example_bridges_one_nic_and_applies_once() {
     let br = ns.link("br0");
     assert_eq!(br["linkinfo"]["info_kind"], "bridge");
     assert_eq!(br["ifalias"], "walden", "walden marks what it creates");
-    assert_eq!(ns.master("eth0").as_deref(), Some("br0"));
-    assert!(ns.is_up("eth0") && ns.is_up("br0"));
+    assert_eq!(ns.link("lan0")["address"], "52:54:00:12:34:56");
+    assert_eq!(ns.master("lan0").as_deref(), Some("br0"));
+    assert!(ns.is_up("lan0") && ns.is_up("br0"));
     // Applying again changes nothing.
     let second = ns.apply(&dir, etc.path());
     assert!(second.contains("nothing to do"), "{second}");

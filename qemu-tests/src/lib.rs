@@ -34,6 +34,8 @@ pub mod env;
 pub mod error;
 pub mod expect;
 pub mod grubcfg;
+pub mod initramfs;
+pub mod kernel_vm;
 pub mod machine;
 pub mod qmp;
 pub mod status;

@@ -264,6 +264,24 @@ mod tests {
     }
 
     #[test]
+    fn status_answers_run_the_refreshers_each_time() {
+        let shared = SharedStatus::new(Status::new("standalone"));
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = calls.clone();
+        shared.add_refresher(Box::new(move |s| {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            s.last_error = Some(format!("refresh {n}"));
+        }));
+        for n in 1..=2 {
+            let r = answer(r#"{"action":"status"}"#, &shared);
+            let status = r.result.unwrap_or_else(|| Status::new("none"));
+            assert_eq!(status.last_error, Some(format!("refresh {n}")));
+        }
+        // The stored status is untouched: refreshers only fill snapshots.
+        assert_eq!(shared.lock().last_error, None);
+    }
+
+    #[test]
     fn unknown_action_is_an_error_naming_the_format() {
         let shared = SharedStatus::new(Status::new("standalone"));
         let r = answer(r#"{"action":"explode"}"#, &shared);

@@ -85,14 +85,16 @@ fn bonded_machine() -> Observed {
 
 #[test]
 fn minimal_example_bridges_the_nic() {
-    let mut state = machine(&[("eth0", "52:54:00:00:00:01")]);
+    // The example finds its NIC by MAC and names it lan0.
+    let mut state = machine(&[("enp0s2", "52:54:00:12:34:56")]);
     let p = converge(&example("minimal"), &mut state);
     assert_eq!(
         texts(&p),
         [
+            "rename enp0s2 to lan0",
             "create bridge br0 (stp off, vlan_filtering off)",
-            "enslave eth0 to br0",
-            "set eth0 up",
+            "enslave lan0 to br0",
+            "set lan0 up",
             "set br0 up",
         ]
     );
@@ -188,7 +190,7 @@ fn internal_bridge_example_has_a_portless_bridge_and_a_default_route() {
 
 #[test]
 fn appliance_example_converges() {
-    let mut state = machine(&[("eth0", "52:54:00:00:00:01")]);
+    let mut state = machine(&[("enp0s2", "52:54:00:12:34:56")]);
     converge(&example("appliance"), &mut state);
 }
 

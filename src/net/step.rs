@@ -17,6 +17,13 @@ pub fn network_step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
         Ok(links) => b.supervisor.status().lock().network = links,
         Err(e) => tracing::warn!("network: cannot read the links back for status: {e}"),
     }
+    // Status shows the links as they are when asked (DHCP leases arrive later).
+    let live = net.clone();
+    b.supervisor.status().add_refresher(Box::new(move |s| {
+        if let Ok(links) = super::status(&live) {
+            s.network = links;
+        }
+    }));
     let dhcp = super::dhcp_services(net);
     if !dhcp.is_empty() {
         let client = b

@@ -123,6 +123,13 @@ pub struct Status {
     /// Managed network links as the "network" step left them.
     #[serde(default)]
     pub network: Vec<crate::net::LinkStatus>,
+    /// Config generation running, when it is a recorded one (see `walden config history`).
+    #[serde(default)]
+    pub config_generation: Option<u64>,
+    /// Why /config was refused at boot (`file:line:col: message`); the
+    /// last-known-good generation runs instead.
+    #[serde(default)]
+    pub config_refused: Option<String>,
 }
 
 impl Status {
@@ -141,6 +148,8 @@ impl Status {
             last_error: None,
             vfio: Vec::new(),
             network: Vec::new(),
+            config_generation: None,
+            config_refused: None,
         }
     }
 }
@@ -149,11 +158,25 @@ impl Status {
 #[derive(Debug, Clone)]
 pub struct SharedStatus(Arc<Inner>);
 
-#[derive(Debug)]
+/// Fills in live parts of a snapshot (e.g. link state read from the kernel).
+pub type Refresher = Box<dyn Fn(&mut Status) + Send + Sync>;
+
 struct Inner {
     status: Mutex<Status>,
     /// When the supervisor started; `uptime_ms` is derived from it.
     started: Instant,
+    /// Run on every snapshot, so readers see the kernel's state now rather
+    /// than at the end of bring-up (a DHCP lease comes later).
+    refreshers: Mutex<Vec<Refresher>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("status", &self.status)
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SharedStatus {
@@ -162,6 +185,7 @@ impl SharedStatus {
         Self(Arc::new(Inner {
             status: Mutex::new(status),
             started: Instant::now(),
+            refreshers: Mutex::new(Vec::new()),
         }))
     }
 
@@ -181,10 +205,28 @@ impl SharedStatus {
         self.0.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A copy for a reader, with `uptime_ms` filled in.
+    /// Run `f` on every future snapshot.
+    pub fn add_refresher(&self, f: Refresher) {
+        self.0
+            .refreshers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(f);
+    }
+
+    /// A copy for a reader, with `uptime_ms` and the refreshed parts filled in.
     pub fn snapshot(&self) -> Status {
         let mut s = self.lock().clone();
         s.uptime_ms = self.elapsed_ms();
+        for refresh in self
+            .0
+            .refreshers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            refresh(&mut s);
+        }
         s
     }
 }
