@@ -11,6 +11,7 @@ mod control;
 mod logging;
 mod net;
 mod pid1;
+mod state;
 mod supervisor;
 mod vfio;
 
@@ -53,6 +54,17 @@ enum Command {
     Reboot,
     /// Halt the machine (signals PID 1).
     Halt,
+    /// Make DEVICE (a disk or an image file) a WALDEN-CONFIG config disk.
+    Provision {
+        /// Block device (partitioned: GPT, one partition) or image file (file system directly).
+        device: PathBuf,
+        /// Seed the disk with this config directory (validated first).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Overwrite a disk that has partitions or a file system without asking.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Host networking: apply host.toml's [network] now, or show it.
     #[command(subcommand)]
     Net(net::NetCommand),
@@ -68,6 +80,28 @@ enum ConfigCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// List the recorded config generations, newest first.
+    History {
+        /// Config directory (the config disk).
+        #[arg(long, default_value = "/config")]
+        config: PathBuf,
+    },
+    /// Show what changed from generation GEN (default: last-good) to the config now.
+    Diff {
+        /// Generation number.
+        generation: Option<u64>,
+        /// Config directory (the config disk).
+        #[arg(long, default_value = "/config")]
+        config: PathBuf,
+    },
+    /// Copy generation GEN (default: last-good) back into the config; reboot to run it.
+    Rollback {
+        /// Generation number.
+        generation: Option<u64>,
+        /// Config directory (the config disk).
+        #[arg(long, default_value = "/config")]
+        config: PathBuf,
     },
 }
 
@@ -109,11 +143,37 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { dir, json }) => {
             ExitCode::from(config::check_command(&dir, json))
         }
+        Command::Config(ConfigCommand::History { config }) => exit(
+            state::cli::history(&config)
+                .map(print_ok)
+                .map_err(Into::into),
+        ),
+        Command::Config(ConfigCommand::Diff { generation, config }) => exit(
+            state::cli::diff(&config, generation)
+                .map(print_ok)
+                .map_err(Into::into),
+        ),
+        Command::Config(ConfigCommand::Rollback { generation, config }) => exit(
+            state::cli::rollback(&config, generation)
+                .map(print_ok)
+                .map_err(Into::into),
+        ),
         Command::Poweroff => exit(pid1::request(pid1::Action::PowerOff)),
         Command::Reboot => exit(pid1::request(pid1::Action::Reboot)),
         Command::Halt => exit(pid1::request(pid1::Action::Halt)),
         Command::Net(cmd) => exit(net::command(cmd)),
+        Command::Provision { device, from, yes } => exit(
+            state::provision::provision(&device, from.as_deref(), yes, &mut state::provision::ask)
+                .map(print_ok)
+                .map_err(Into::into),
+        ),
     }
+}
+
+/// Print a command's text output; exit code 0.
+fn print_ok(text: String) -> u8 {
+    print!("{text}");
+    0
 }
 
 /// Turn a result into an exit code, printing the error chain.

@@ -11,7 +11,7 @@ use super::service::{Readiness, ServiceSpec};
 use super::Mode;
 use crate::boot::cmdline::{Cmdline, DeviceSpec};
 use crate::boot::record::{BootRecord, BOOT_RECORD};
-use crate::config::{Config, ConfigError, ServiceConfig};
+use crate::config::{Config, ServiceConfig};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -39,10 +39,13 @@ pub fn steps(mode: Mode) -> Vec<Step> {
         steps.push(Step::new("udev", udev));
         steps.push(Step::new("control-port", control_port));
         steps.push(Step::new("config-disk", config_disk));
+        steps.push(Step::new("etc-overlay", super::config_state::persist_step));
     }
-    steps.push(Step::new("config", load_config));
+    let config_state = super::config_state::ConfigState::default();
+    steps.push(config_state.load_step());
     if mode == Mode::Pid1 {
         steps.push(Step::new("hostname", hostname));
+        steps.push(Step::new("host-files", super::host_files::step));
         steps.push(Step::new("consoles", consoles));
     }
     // Binding host devices is for a real host (the appliance, or a distro
@@ -53,6 +56,9 @@ pub fn steps(mode: Mode) -> Vec<Step> {
         steps.push(Step::new("vfio", crate::vfio::config_step));
     }
     steps.push(services_step(SERVICES_READY));
+    if matches!(mode, Mode::Pid1 | Mode::Systemd) {
+        steps.push(config_state.record_step());
+    }
     steps
 }
 
@@ -161,7 +167,16 @@ fn config_disk(b: &mut BringUp) -> Result<StepOutcome, StepError> {
             )
         },
     )
-    .map_err(|e| StepError::new(format!("{e}; create one with mkfs.ext4 -L {CONFIG_LABEL}")))?;
+    .map_err(|e| {
+        // Maintenance mode: the login still starts, and a watcher runs the
+        // config bring-up when the disk shows up.
+        let watching = super::config_watch::start(paths.sys.clone(), paths.dev.clone(), spec.clone());
+        StepError::maintenance(format!(
+            "{e}; maintenance mode: attach a disk labelled {CONFIG_LABEL} (walden provision DEVICE, \
+             or mkfs.ext4 -L {CONFIG_LABEL}){}",
+            if watching { "; it is picked up without a reboot" } else { "" }
+        ))
+    })?;
     let dev = &found.device;
     let fsck = fsck(dev);
     std::fs::create_dir_all(&paths.config)
@@ -211,29 +226,8 @@ fn fsck(dev: &Path) -> String {
     }
 }
 
-fn load_config(b: &mut BringUp) -> Result<StepOutcome, StepError> {
-    let dir = &b.paths.config;
-    let config = match crate::config::load(dir) {
-        Ok(c) => c,
-        Err(ConfigError::NoHostFile { .. }) if !dir.exists() => {
-            return Ok(StepOutcome::Skipped(format!(
-                "no config directory {}",
-                dir.display()
-            )))
-        }
-        Err(e) => return Err(StepError::new(format!("{e}"))),
-    };
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
-    b.services
-        .extend(config.host.services.iter().map(ServiceSpec::from));
-    let detail = summary(&config);
-    b.config = Some(config);
-    Ok(StepOutcome::Done(detail))
-}
-
-fn summary(c: &Config) -> String {
+/// One line about a loaded config, for the "config" step's detail.
+pub(crate) fn summary(c: &Config) -> String {
     format!(
         "host {}, {} guests, {} services, {} warnings",
         c.host.hostname,

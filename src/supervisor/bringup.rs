@@ -25,6 +25,9 @@ pub enum StepOutcome {
 #[error("{message}")]
 pub struct StepError {
     message: String,
+    /// The box is in maintenance mode, but bring-up goes on (so the
+    /// console login still starts); see [`StepError::maintenance`].
+    maintenance: bool,
 }
 
 impl StepError {
@@ -32,6 +35,16 @@ impl StepError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            maintenance: false,
+        }
+    }
+
+    /// A failure that puts the box in maintenance mode while the remaining
+    /// steps still run (no config disk: the console login must still come up).
+    pub fn maintenance(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            maintenance: true,
         }
     }
 }
@@ -187,6 +200,9 @@ pub fn run_steps(b: &mut BringUp, mut steps: Vec<Step>) -> Phase {
             Err(e) => {
                 tracing::error!(step = step.name, "failed: {e}");
                 status.lock().last_error = Some(format!("{}: {e}", step.name));
+                if e.maintenance {
+                    phase = Phase::Maintenance;
+                }
                 if step.required {
                     skip_rest(b, i + 1, &format!("required step {} failed", step.name));
                     phase = Phase::Maintenance;

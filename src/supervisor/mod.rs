@@ -21,7 +21,10 @@
 pub mod appliance;
 pub mod backoff;
 pub mod bringup;
+pub mod config_state;
+pub mod config_watch;
 pub mod engine;
+pub mod host_files;
 pub mod notify;
 pub mod reaper;
 pub mod runtime;
@@ -216,6 +219,13 @@ pub fn supervise(bringup: &mut BringUp, steps: Vec<Step>) -> Result<(), Supervis
     run_steps(bringup, steps);
     while !bringup.supervisor.stop_requested() {
         match bringup.supervisor.run_until(|_| false, None)? {
+            // The config disk appeared after boot (maintenance mode).
+            LoopExit::Reload if config_watch::take_appeared() => {
+                run_steps(
+                    bringup,
+                    config_watch::late_steps(appliance::steps(Mode::Pid1)),
+                );
+            }
             LoopExit::Reload => {
                 tracing::info!(
                     "SIGHUP: config reload is not wired into the supervisor yet; ignored"

@@ -1,0 +1,149 @@
+//! The "host-files" step: files host.toml owns in the (now persistent)
+//! root: /etc/hostname, root's ssh authorized_keys and the time zone.
+
+use super::bringup::{BringUp, StepError, StepOutcome};
+use crate::config::HostConfig;
+use crate::state::atomic::{atomic_write, atomic_write_with, RealIo};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+/// Write what `host` says under `root`; returns what was done, or every
+/// problem (the parts that could be done are done).
+pub fn write_host_files(root: &Path, host: &HostConfig) -> Result<String, String> {
+    let mut done = Vec::new();
+    let mut problems = Vec::new();
+    // /etc/hostname too, so tools that read it agree with the kernel.
+    let etc_hostname = root.join("etc/hostname");
+    match atomic_write(&etc_hostname, format!("{}\n", host.hostname).as_bytes()) {
+        Ok(()) => done.push("/etc/hostname".to_string()),
+        Err(e) => problems.push(e.to_string()),
+    }
+    match authorized_keys(root, &host.ssh.authorized_keys) {
+        Ok(d) => done.push(d),
+        Err(e) => problems.push(e),
+    }
+    if let Some(tz) = &host.timezone {
+        match timezone(root, tz) {
+            Ok(d) => done.push(d),
+            Err(e) => problems.push(e),
+        }
+    }
+    if problems.is_empty() {
+        Ok(done.join("; "))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// /root/.ssh/authorized_keys, 0600 in a 0700 directory, replaced atomically.
+fn authorized_keys(root: &Path, keys: &[String]) -> Result<String, String> {
+    let dir = root.join("root/.ssh");
+    if keys.is_empty() {
+        return Ok("no [ssh] authorized_keys in host.toml; /root/.ssh left alone".into());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut text = keys.join("\n");
+    text.push('\n');
+    let path = dir.join("authorized_keys");
+    atomic_write_with(&mut RealIo, &path, text.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+    Ok(format!("{} ssh keys for root", keys.len()))
+}
+
+/// /etc/localtime -> /usr/share/zoneinfo/<tz>, plus /etc/timezone.
+fn timezone(root: &Path, tz: &str) -> Result<String, String> {
+    let target = Path::new("/usr/share/zoneinfo").join(tz);
+    let in_root = root.join(target.strip_prefix("/").unwrap_or(&target));
+    if !in_root.is_file() {
+        return Err(format!(
+            "time zone {tz:?}: {} is not in this image (is tzdata installed?); \
+             use a name from the tz database such as \"Europe/Berlin\" or remove `timezone`",
+            target.display()
+        ));
+    }
+    let link = root.join("etc/localtime");
+    let tmp = root.join("etc/.localtime.walden-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&target, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, &link))
+        .map_err(|e| {
+            format!(
+                "cannot point {} at {}: {e}",
+                link.display(),
+                target.display()
+            )
+        })?;
+    atomic_write(&root.join("etc/timezone"), format!("{tz}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(format!("time zone {tz}"))
+}
+
+/// The bring-up step.
+pub fn step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let Some(config) = &b.config else {
+        return Ok(StepOutcome::Skipped("no config loaded".into()));
+    };
+    write_host_files(&b.paths.root, &config.host)
+        .map(StepOutcome::Done)
+        .map_err(StepError::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0ZXN0a2V5Zm9yd2FsZGVuZXhhbXBsZXNvbmx5 a@b";
+
+    fn host(extra: &str) -> HostConfig {
+        let text =
+            format!("schema = 1\nhostname = \"h\"\n{extra}[ssh]\nauthorized_keys = [\"{KEY}\"]\n");
+        crate::config::from_strs(&text, &[]).unwrap().host
+    }
+
+    #[test]
+    fn keys_are_private_and_timezone_links_into_zoneinfo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("usr/share/zoneinfo/Europe")).unwrap();
+        std::fs::write(root.join("usr/share/zoneinfo/Europe/Berlin"), "TZif").unwrap();
+        let done = write_host_files(root, &host("timezone = \"Europe/Berlin\"\n")).unwrap();
+        assert_eq!(
+            done,
+            "/etc/hostname; 1 ssh keys for root; time zone Europe/Berlin"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "h\n"
+        );
+        let keys = root.join("root/.ssh/authorized_keys");
+        assert_eq!(std::fs::read_to_string(&keys).unwrap(), format!("{KEY}\n"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&keys), 0o600);
+        assert_eq!(mode(&root.join("root/.ssh")), 0o700);
+        assert_eq!(
+            std::fs::read_link(root.join("etc/localtime")).unwrap(),
+            Path::new("/usr/share/zoneinfo/Europe/Berlin")
+        );
+        // Again: idempotent.
+        write_host_files(root, &host("timezone = \"Europe/Berlin\"\n")).unwrap();
+    }
+
+    #[test]
+    fn a_missing_zone_is_a_clear_error_but_keys_are_still_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        let err = write_host_files(root, &host("timezone = \"Europe/Berlin\"\n")).unwrap_err();
+        assert!(
+            err.contains("/usr/share/zoneinfo/Europe/Berlin is not in this image"),
+            "{err}"
+        );
+        assert!(root.join("root/.ssh/authorized_keys").is_file());
+    }
+}
