@@ -19,8 +19,9 @@ pub const SQUASHFS_MISMATCH: &str = "does not match its manifest";
 /// Stage 1 giving up and offering a shell.
 pub const EMERGENCY_SHELL: &str = "walden stage1: dropping to emergency shell";
 
-/// walden gave up on bring-up: `walden: maintenance mode after <N> ms`.
-pub const MAINTENANCE: &str = "walden: maintenance mode after";
+/// walden gave up on bring-up (logged at error level):
+/// `walden: error: maintenance mode after <N> ms`.
+pub const MAINTENANCE: &str = "walden: error: maintenance mode after";
 
 /// Stage 1's message for a requested version that is not on the media also
 /// names `images/` (with the version; see [`missing_version_marks`]).

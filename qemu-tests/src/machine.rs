@@ -213,7 +213,12 @@ impl Machine {
     /// Quit QEMU and start it again with the same disk files (config disk,
     /// media overlays, UEFI variables), as a power cycle does.
     pub fn restart(&mut self) -> Result<()> {
-        self.quit()?;
+        // After a power-off QEMU is already gone: there is nothing to quit.
+        let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+        if !exited {
+            self.quit()?;
+        }
+        self.stdin = None;
         self.control = None;
         self.runs += 1;
         let log = self.launch.dir.join("console.log");

@@ -242,9 +242,7 @@ fn no_config_disk_is_maintenance_until_one_is_plugged_in() -> anyhow::Result<()>
         line.contains("WALDEN-CONFIG") && line.contains("maintenance mode"),
         "config-disk line: {line}"
     );
-    // run_steps logs it at error level ("walden: error: maintenance mode
-    // after"), which expect::MAINTENANCE does not match.
-    m.wait_for_console("maintenance mode after", Duration::from_secs(120))?;
+    m.wait_for_console(expect::MAINTENANCE, Duration::from_secs(120))?;
     let s = m.status()?;
     ensure!(s.phase == Phase::Maintenance, "phase {:?}", s.phase);
     let consoles = detail(&s, "consoles")?;
