@@ -309,6 +309,9 @@ fn bonded_nics_under_a_vlan_bridge_come_up_and_survive_a_power_cycle() -> anyhow
         let failed = status.failed_steps();
         ensure!(failed.is_empty(), "{run}: failed steps: {failed:?}");
         assert_bonded_layout(&raw).with_context(|| format!("{run}: network {}", raw["network"]))?;
+        let lease = wait_for_dhcp_lease(&env, "br0", "10.0.2.15/")
+            .with_context(|| format!("{run}: br0 got no DHCP lease from QEMU"))?;
+        eprintln!("{run}: br0 has {lease}");
         if run == "first boot" {
             m.restart()?;
         }
@@ -344,10 +347,27 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// What `walden status --json` must show for [`BONDED_HOST_TOML`]. Not
-/// br0's DHCP address (10.0.2.15): the status's `network` rows are taken
-/// when the network step ends, before dhcpcd has a lease, and dhcpcd logs
-/// the lease to syslog, not the console.
+/// Poll status (links are read from the kernel on every request) until
+/// `link` has an address starting with `prefix`; QEMU's user network
+/// leases 10.0.2.15 to the first client.
+fn wait_for_dhcp_lease(env: &TestEnv, link_name: &str, prefix: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, raw) = status_json(env)?;
+        let addrs = strings(&link(&raw, link_name)?["addresses"]);
+        if let Some(a) = addrs.iter().find(|a| a.starts_with(prefix)) {
+            return Ok(a.clone());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{link_name} addresses after 90 s: {addrs:?}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// What `walden status --json` must show for [`BONDED_HOST_TOML`] (the
+/// DHCP lease is checked by [`wait_for_dhcp_lease`]).
 fn assert_bonded_layout(raw: &Value) -> anyhow::Result<()> {
     for (name, kind) in [
         ("uplink0", "device"),
