@@ -137,8 +137,12 @@ fn utc_now() -> String {
     format_utc(now.as_secs(), now.subsec_millis())
 }
 
-/// Format seconds since the epoch as UTC (civil-from-days, Howard Hinnant).
-fn format_utc(secs: u64, millis: u32) -> String {
+/// A UTC calendar time: year, month, day, hour, minute, second.
+pub type Civil = (i64, i64, i64, u64, u64, u64);
+
+/// Seconds since the epoch as a UTC calendar time (civil-from-days,
+/// Howard Hinnant), so walden needs no date crate.
+pub fn civil_utc(secs: u64) -> Civil {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;
@@ -150,12 +154,13 @@ fn format_utc(secs: u64, millis: u32) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    (year, month, day, rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+/// Format seconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn format_utc(secs: u64, millis: u32) -> String {
+    let (y, mo, d, h, mi, s) = civil_utc(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
 }
 
 #[cfg(test)]
