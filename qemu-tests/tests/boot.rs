@@ -6,70 +6,61 @@ mod common;
 use common::{assert_boots_to_ready, example_config};
 use qemu_tests::{Firmware, Nic, TestEnv};
 
-#[test]
-fn usb_uefi_boots_to_ready() -> anyhow::Result<()> {
-    let Some(env) = TestEnv::with_image("usb_uefi_boots_to_ready")? else {
+/// How the image reaches the machine.
+enum Media {
+    /// The USB image as a disk.
+    Usb,
+    /// The ISO in a CD-ROM drive.
+    IsoCdrom,
+    /// The ISO written to a disk with dd.
+    IsoDisk,
+}
+
+/// Boot `media` with `firmware` and the example config disk; assert ready.
+fn boots_to_ready(name: &str, media: Media, firmware: Firmware) -> anyhow::Result<()> {
+    let Some(env) = TestEnv::with_image(name)? else {
         return Ok(());
     };
     let a = env.artifacts()?;
-    let mut m = env
-        .machine()
-        .usb_image(a.usb_image()?)
-        .firmware(Firmware::Uefi)
+    let builder = env.machine();
+    let builder = match media {
+        Media::Usb => builder.usb_image(a.usb_image()?),
+        Media::IsoCdrom => builder.iso_cdrom(a.iso()?),
+        Media::IsoDisk => builder.iso_disk(a.iso()?),
+    };
+    let mut m = builder
+        .firmware(firmware)
         .config_disk(example_config())
         .nic(Nic::Isolated)
         .start()?;
     assert_boots_to_ready(&mut m, &a.version)?;
     Ok(())
+}
+
+#[test]
+fn usb_uefi_boots_to_ready() -> anyhow::Result<()> {
+    boots_to_ready("usb_uefi_boots_to_ready", Media::Usb, Firmware::Uefi)
 }
 
 #[test]
 fn usb_bios_boots_to_ready() -> anyhow::Result<()> {
-    let Some(env) = TestEnv::with_image("usb_bios_boots_to_ready")? else {
-        return Ok(());
-    };
-    let a = env.artifacts()?;
-    let mut m = env
-        .machine()
-        .usb_image(a.usb_image()?)
-        .firmware(Firmware::Bios)
-        .config_disk(example_config())
-        .nic(Nic::Isolated)
-        .start()?;
-    assert_boots_to_ready(&mut m, &a.version)?;
-    Ok(())
+    boots_to_ready("usb_bios_boots_to_ready", Media::Usb, Firmware::Bios)
 }
 
 #[test]
 fn iso_cdrom_bios_boots_to_ready() -> anyhow::Result<()> {
-    let Some(env) = TestEnv::with_image("iso_cdrom_bios_boots_to_ready")? else {
-        return Ok(());
-    };
-    let a = env.artifacts()?;
-    let mut m = env
-        .machine()
-        .iso_cdrom(a.iso()?)
-        .firmware(Firmware::Bios)
-        .config_disk(example_config())
-        .nic(Nic::Isolated)
-        .start()?;
-    assert_boots_to_ready(&mut m, &a.version)?;
-    Ok(())
+    boots_to_ready(
+        "iso_cdrom_bios_boots_to_ready",
+        Media::IsoCdrom,
+        Firmware::Bios,
+    )
 }
 
 #[test]
 fn iso_written_to_usb_uefi_boots_to_ready() -> anyhow::Result<()> {
-    let Some(env) = TestEnv::with_image("iso_written_to_usb_uefi_boots_to_ready")? else {
-        return Ok(());
-    };
-    let a = env.artifacts()?;
-    let mut m = env
-        .machine()
-        .iso_disk(a.iso()?)
-        .firmware(Firmware::Uefi)
-        .config_disk(example_config())
-        .nic(Nic::Isolated)
-        .start()?;
-    assert_boots_to_ready(&mut m, &a.version)?;
-    Ok(())
+    boots_to_ready(
+        "iso_written_to_usb_uefi_boots_to_ready",
+        Media::IsoDisk,
+        Firmware::Uefi,
+    )
 }
