@@ -171,6 +171,14 @@ fn config_disk(b: &mut BringUp) -> Result<StepOutcome, StepError> {
         // Maintenance mode: the login still starts, and a watcher runs the
         // config bring-up when the disk shows up.
         let watching = super::config_watch::start(paths.sys.clone(), paths.dev.clone(), spec.clone());
+        let e = match e {
+            crate::boot::BootError::MediaNotFound {
+                spec,
+                waited_s,
+                seen,
+            } => format!("no config disk with {spec} after waiting {waited_s} s; looked at: {seen}"),
+            other => other.to_string(),
+        };
         StepError::maintenance(format!(
             "{e}; maintenance mode: attach a disk labelled {CONFIG_LABEL} (walden provision DEVICE, \
              or mkfs.ext4 -L {CONFIG_LABEL}){}",
