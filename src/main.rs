@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod context;
 mod control;
+mod images;
 mod logging;
 mod net;
 mod pid1;
