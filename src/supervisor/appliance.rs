@@ -1,9 +1,13 @@
 //! The bring-up table for each mode (DESIGN.md section 2, "supervise").
 //!
-//! On the appliance (mode "pid1"): early mounts -> boot record -> udevd +
-//! coldplug -> control port -> config disk -> config -> hostname ->
-//! services. Under systemd or standalone the host is already up: only
-//! config and services run. Steps that do not apply say why in status.
+//! On the appliance (mode "pid1"): early mounts -> boot record -> vfio-early
+//! (`walden.vfio=`) -> udevd + coldplug -> control port -> config disk ->
+//! /etc and /var overlays -> config (last-known-good on refusal) ->
+//! hostname -> host files -> consoles -> network -> vfio -> services ->
+//! record the config generation. Under systemd the host's own mounts and
+//! devices are used: config, network, vfio, services, generation. In a
+//! container or standalone: only config and services. Steps that do not
+//! apply say why in status.
 
 use super::bringup::{services_step, BringUp, Step, StepError, StepOutcome};
 use super::engine::{LoopExit, Supervisor};
