@@ -191,6 +191,9 @@ fn in_path(tool: &str) -> anyhow::Result<PathBuf> {
 /// libtest's lines), loads the modules, runs the tests from the repository
 /// root with stderr kept apart (printed after, prefixed), prints the end
 /// marker and powers off.
+/// The VM's /init. /tmp stays the initramfs's own (writable) directory, not
+/// a tmpfs: the repository may live under /tmp (CI clones there), and the
+/// binaries must be found at their build paths.
 fn init_script(modules: &[PathBuf], test_bin: &Path) -> String {
     let insmods: String = modules
         .iter()
@@ -207,7 +210,6 @@ fn init_script(modules: &[PathBuf], test_bin: &Path) -> String {
          mount -t sysfs sys /sys\n\
          mount -t devtmpfs dev /dev\n\
          mount -t tmpfs run /run\n\
-         mount -t tmpfs tmp /tmp\n\
          echo 1 > /proc/sys/kernel/printk\n\
          {insmods}\
          export PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
