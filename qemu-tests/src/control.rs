@@ -32,19 +32,11 @@ pub struct ControlChannel {
 impl ControlChannel {
     /// Connect to QEMU's socket at `path`, retrying until `timeout`.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self> {
-        let deadline = Instant::now() + timeout;
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(Error::Control {
-                        path: path.to_path_buf(),
-                        detail: format!("cannot connect within {timeout:?}: {e}"),
-                    })
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        };
+        let stream = crate::tools::connect_retrying(path, timeout, Duration::from_millis(100))
+            .map_err(|e| Error::Control {
+                path: path.to_path_buf(),
+                detail: format!("cannot connect within {timeout:?}: {e}"),
+            })?;
         let reader = stream
             .try_clone()
             .map_err(|e| Error::io("clone control socket", path, e))?;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long one command may take to be answered.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -32,19 +32,11 @@ impl Qmp {
     /// Connect to `path`, retrying until `timeout` (QEMU creates the socket
     /// shortly after it starts), read the greeting and negotiate capabilities.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self> {
-        let deadline = Instant::now() + timeout;
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(Error::Qmp {
-                        what: format!("connect {}", path.display()),
-                        detail: format!("{e} (still failing after {timeout:?})"),
-                    })
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
+        let stream = crate::tools::connect_retrying(path, timeout, Duration::from_millis(50))
+            .map_err(|e| Error::Qmp {
+                what: format!("connect {}", path.display()),
+                detail: format!("{e} (still failing after {timeout:?})"),
+            })?;
         stream
             .set_read_timeout(Some(REPLY_TIMEOUT))
             .map_err(|e| Error::io("set read timeout on", path, e))?;

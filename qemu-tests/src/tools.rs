@@ -64,6 +64,24 @@ where
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Connect to the Unix socket QEMU creates at `path`, retrying every
+/// `poll` until `timeout` (QEMU makes its sockets shortly after it starts).
+/// Returns the last connection error when time runs out.
+pub fn connect_retrying(
+    path: &std::path::Path,
+    timeout: std::time::Duration,
+    poll: std::time::Duration,
+) -> std::io::Result<std::os::unix::net::UnixStream> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(poll),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
