@@ -50,5 +50,8 @@ impl Default for Paths {
     }
 }
 
+/// Where the config disk is mounted on the appliance.
+pub const DEFAULT_CONFIG: &str = "/config";
+
 /// Default control socket path used by the CLI.
 pub const DEFAULT_SOCKET: &str = "/run/walden/control.sock";

@@ -199,3 +199,120 @@ fn non_root_peer_is_refused_with_a_clear_message() {
         "unexpected refusal: {err}"
     );
 }
+
+fn services_of(socket: &Path) -> Vec<(String, String, i64)> {
+    let out = status(socket, true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    v["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or("").to_string(),
+                s["state"].as_str().unwrap_or("").to_string(),
+                s["pid"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn apply(socket: &Path, dir: &Path) -> Output {
+    Command::new(WALDEN)
+        .args(["config", "apply"])
+        .arg(dir)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .output()
+        .expect("run walden config apply")
+}
+
+#[test]
+fn config_apply_validates_first_then_changes_only_what_changed() {
+    let s = start();
+    let root = s._root.path();
+    let before = services_of(&s.socket);
+    let first_pid = before.iter().find(|r| r.0 == "first").expect("first").2;
+
+    // A broken set: refused with file:line, nothing on disk or in the table changes.
+    let bad = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        bad.path().join("host.toml"),
+        "schema = 1\nhostname = \"e2e\"\nhostnmae = \"typo\"\n",
+    )
+    .expect("write");
+    let out = apply(&s.socket, bad.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a broken config was applied");
+    assert!(err.contains("host.toml:3:1"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("config/host.toml")).expect("read"),
+        host_toml(root)
+    );
+    assert_eq!(services_of(&s.socket), before);
+
+    // "second" removed, "third" added, "first" unchanged (same process).
+    let new = tempfile::tempdir().expect("tempdir");
+    let text = host_toml(root).replace(
+        "[[service]]\nname = \"second\"\ncommand = [\"/bin/sleep\", \"600\"]\nafter = [\"first\"]\n",
+        "[[service]]\nname = \"third\"\ncommand = [\"/bin/sleep\", \"601\"]\n",
+    );
+    assert!(text.contains("third"), "{text}");
+    std::fs::write(new.path().join("host.toml"), &text).expect("write");
+    let out = apply(&s.socket, new.path());
+    assert!(
+        out.status.success(),
+        "apply failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    assert_eq!(report["state"], "applied", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("recorded config generation 1"),
+        "{report}"
+    );
+    let after = services_of(&s.socket);
+    let names: Vec<&str> = after.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(names, ["first", "third"], "{after:?}");
+    assert_eq!(after[0].2, first_pid, "an unchanged service was restarted");
+    assert_eq!(after[1].1, "running");
+    assert_eq!(
+        std::fs::read_to_string(root.join("config/host.toml")).expect("read"),
+        text
+    );
+    let second_pid = before.iter().find(|r| r.0 == "second").expect("second").2;
+    assert!(
+        !Path::new(&format!("/proc/{second_pid}")).exists(),
+        "the removed service still runs"
+    );
+
+    // Applying the same set again changes nothing.
+    let out = apply(&s.socket, new.path());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unchanged since generation 1"),
+        "{report}"
+    );
+    assert_eq!(services_of(&s.socket), after);
+
+    // Nothing waits for a confirmation.
+    let out = Command::new(WALDEN)
+        .args(["config", "confirm", "--socket"])
+        .arg(&s.socket)
+        .output()
+        .expect("run walden config confirm");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to confirm"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -78,6 +78,38 @@ impl ControlChannel {
         }
     }
 
+    /// Send a command such as `{"action":"config-apply",...}` once (commands
+    /// change the machine, so they are not resent) and return its report.
+    /// The channel must already be answering (ask for the status first).
+    pub fn command(
+        &mut self,
+        request: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value> {
+        let action = request["action"].as_str().unwrap_or("?").to_string();
+        self.send(request)?;
+        match self.read_reply(Instant::now() + timeout)? {
+            Some(reply) if reply.ok => reply
+                .report
+                .ok_or_else(|| self.err(format!("{action}: reply has ok=true but no report"))),
+            Some(reply) => Err(Error::ControlRefused {
+                action,
+                error: reply.error.unwrap_or_else(|| "(no error given)".into()),
+            }),
+            None => Err(self.err(format!("no reply to {action:?} within {timeout:?}"))),
+        }
+    }
+
+    /// Send one request line without waiting for the reply (a test that
+    /// cuts the power in the middle of a command).
+    pub fn send(&mut self, request: &serde_json::Value) -> Result<()> {
+        self.drain_stale()?;
+        let line = format!("{request}\n");
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| self.err(format!("send {request}: {e}")))
+    }
+
     /// Ask for the status.
     pub fn status(&mut self, timeout: Duration) -> Result<Status> {
         let value = self.request("status", timeout)?;

@@ -179,6 +179,21 @@ impl Machine {
         self.status_within(Duration::from_secs(60))
     }
 
+    /// The whole status as JSON (fields the harness's [`Status`] leaves out).
+    pub fn status_json(&mut self) -> Result<Value> {
+        self.status()?;
+        let timeout = scaled(Duration::from_secs(60));
+        let channel = self.control.as_mut().ok_or_else(|| Error::Control {
+            path: self.launch.scratch.join("ctl.sock"),
+            detail: "no control channel".into(),
+        })?;
+        let result = channel.request("status", timeout);
+        if result.is_err() {
+            self.control = None;
+        }
+        result
+    }
+
     /// [`Machine::status`] with an explicit timeout.
     pub fn status_within(&mut self, timeout: Duration) -> Result<Status> {
         let timeout = scaled(timeout);
@@ -194,6 +209,32 @@ impl Machine {
             self.check_running("reading walden status")?;
         }
         result
+    }
+
+    /// A control command (see [`ControlChannel::command`]) on the channel
+    /// a previous [`Machine::status`] opened.
+    pub fn command(&mut self, request: &Value, timeout: Duration) -> Result<Value> {
+        self.status()?;
+        let timeout = scaled(timeout);
+        let channel = self.control.as_mut().ok_or_else(|| Error::Control {
+            path: self.launch.scratch.join("ctl.sock"),
+            detail: "no control channel".into(),
+        })?;
+        let result = channel.command(request, timeout);
+        if result.is_err() {
+            self.control = None;
+        }
+        result
+    }
+
+    /// Send a control command and return at once (see [`ControlChannel::send`]).
+    pub fn send_command(&mut self, request: &Value) -> Result<()> {
+        self.status()?;
+        let channel = self.control.as_mut().ok_or_else(|| Error::Control {
+            path: self.launch.scratch.join("ctl.sock"),
+            detail: "no control channel".into(),
+        })?;
+        channel.send(request)
     }
 
     /// A file on the config disk (path inside its file system, e.g.

@@ -134,6 +134,9 @@ pub struct Reply {
     /// The error, when not ok.
     #[serde(default)]
     pub error: Option<String>,
+    /// A command's report (`config-apply`, `config-confirm`).
+    #[serde(default)]
+    pub report: Option<serde_json::Value>,
 }
 
 #[cfg(test)]

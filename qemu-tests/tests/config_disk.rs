@@ -271,3 +271,170 @@ fn no_config_disk_is_maintenance_until_one_is_plugged_in() -> anyhow::Result<()>
     m.quit()?;
     Ok(())
 }
+
+/// host.toml with an internal bridge carrying `address` (a network change
+/// that touches no NIC of the machine).
+fn host_toml_with_bridge(hostname: &str, address: &str) -> String {
+    format!(
+        "{}\n[network]\n\n[[network.bridge]]\nname = \"br-apply\"\naddresses = [\"{address}\"]\n",
+        host_toml(hostname)
+    )
+}
+
+fn apply_request(host: &str, confirm_timeout_s: Option<u64>) -> serde_json::Value {
+    let mut req = serde_json::json!({
+        "action": "config-apply",
+        "files": { "host.toml": host },
+    });
+    if let Some(t) = confirm_timeout_s {
+        req["confirm_timeout_s"] = t.into();
+    }
+    req
+}
+
+fn bridges(status: &serde_json::Value) -> Vec<String> {
+    status["network"]
+        .as_array()
+        .map(|links| {
+            links
+                .iter()
+                .filter_map(|l| l["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `walden config apply` on the running appliance (issues 4 and 5): a
+/// network change reverts when not confirmed and is kept when confirmed; a
+/// plain change is recorded at once; a power cut in the middle of an apply
+/// boots the old or the new config, never a mix, on a clean file system.
+#[test]
+fn config_apply_confirm_revert_and_a_power_cut_mid_apply() -> anyhow::Result<()> {
+    let Some(env) = TestEnv::with_image("config_apply_confirm_revert_and_a_power_cut_mid_apply")?
+    else {
+        return Ok(());
+    };
+    let img = config_disk(&env)?;
+    let mut m = boot(&env, &img)?;
+    boot_ready(&mut m)?;
+    let generation = |m: &mut Machine| -> anyhow::Result<u64> {
+        m.status_json()?["config_generation"]
+            .as_u64()
+            .context("no config_generation in status")
+    };
+    ensure!(generation(&mut m)? == 1);
+
+    // 1. A network change nobody confirms comes back out.
+    let changed = host_toml_with_bridge("walden-net", "192.168.77.1/24");
+    let report = m.command(&apply_request(&changed, Some(15)), Duration::from_secs(120))?;
+    ensure!(report["state"] == "awaiting-confirm", "{report}");
+    let s = m.status_json()?;
+    ensure!(
+        bridges(&s).contains(&"br-apply".to_string()),
+        "{}",
+        s["network"]
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let reverted = loop {
+        let s = m.status_json()?;
+        if s["config_apply"]["state"] == "reverted" {
+            break s;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "not reverted: {}",
+            s["config_apply"]
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    ensure!(
+        !bridges(&reverted).contains(&"br-apply".to_string()),
+        "the bridge stayed after the revert: {}",
+        reverted["network"]
+    );
+    ensure!(
+        reverted["config_generation"] == 1,
+        "{}",
+        reverted["config_generation"]
+    );
+
+    // 2. The same change, confirmed: kept and recorded.
+    let report = m.command(
+        &apply_request(&changed, Some(120)),
+        Duration::from_secs(120),
+    )?;
+    ensure!(report["state"] == "awaiting-confirm", "{report}");
+    let report = m.command(
+        &serde_json::json!({"action": "config-confirm"}),
+        Duration::from_secs(60),
+    )?;
+    ensure!(report["state"] == "confirmed", "{report}");
+    let s = m.status_json()?;
+    ensure!(
+        bridges(&s).contains(&"br-apply".to_string()),
+        "{}",
+        s["network"]
+    );
+    ensure!(s["config_generation"] == 2, "{}", s["config_generation"]);
+
+    // 3. A change without network: applied and recorded at once; a broken
+    //    one is refused with its line and changes nothing.
+    let plain = host_toml_with_bridge("walden-three", "192.168.77.1/24");
+    let report = m.command(&apply_request(&plain, None), Duration::from_secs(120))?;
+    ensure!(report["state"] == "applied", "{report}");
+    ensure!(generation(&mut m)? == 3);
+    let broken = format!("{plain}hostnmae = \"typo\"\n");
+    match m.command(&apply_request(&broken, None), Duration::from_secs(60)) {
+        Err(e) => ensure!(e.to_string().contains("host.toml:"), "{e}"),
+        Ok(r) => anyhow::bail!("a broken config was applied: {r}"),
+    }
+    ensure!(generation(&mut m)? == 3);
+
+    // 4. Power cut right after an apply starts.
+    let cut = host_toml_with_bridge("walden-four", "192.168.78.1/24");
+    m.send_command(&apply_request(&cut, None))?;
+    std::thread::sleep(Duration::from_millis(300));
+    m.quit()?;
+    drop(m);
+    let mut m = boot(&env, &img)?;
+    let s = boot_ready(&mut m)?;
+    let disk = detail(&s, "config-disk")?;
+    let host = m.status_json()?;
+    let hostname = detail(&s, "hostname")?;
+    eprintln!(
+        "after the cut: {hostname}; config-disk: {disk}; generation {}",
+        host["config_generation"]
+    );
+    power_off(&mut m)?;
+    drop(m);
+    let now = read(&img, "/host.toml")?;
+    ensure!(
+        now == plain || now == cut,
+        "host.toml is neither the old nor the new set:\n{now}"
+    );
+    let expect_name = if now == cut {
+        "walden-four"
+    } else {
+        "walden-three"
+    };
+    ensure!(
+        hostname.contains(expect_name),
+        "hostname {hostname} with host.toml:\n{now}"
+    );
+    ensure!(
+        read(&img, "/.walden/install/host.toml").is_err(),
+        "the install journal was left behind"
+    );
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(&img)
+        .output()
+        .context("running e2fsck")?;
+    ensure!(
+        fsck.status.success(),
+        "e2fsck -fn after the power cut and a boot: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    Ok(())
+}

@@ -49,6 +49,15 @@ pub enum CliError {
 
 /// Send one request and return the response.
 pub fn call(socket: &Path, request: &Request) -> Result<Response, CliError> {
+    call_with(socket, request, TIMEOUT)
+}
+
+/// [`call`] with its own answer timeout (commands take longer than status).
+pub fn call_with(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, CliError> {
     let path = socket.display().to_string();
     let io = |source| CliError::Io {
         path: path.clone(),
@@ -58,7 +67,7 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, CliError> {
         path: path.clone(),
         source,
     })?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
     let mut line = serde_json::to_vec(request).map_err(|e| CliError::BadAnswer(e.to_string()))?;
     line.push(b'\n');
@@ -100,4 +109,61 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
         out.write_all(render::status(&status).as_bytes())?;
     }
     Ok(0)
+}
+
+/// How long `config apply` may take on the supervisor's side (guests to
+/// stop, services to become ready) before the client gives up waiting.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(660);
+
+/// `walden config apply [DIR]`: send DIR's config set (or apply /config as
+/// it is when DIR is the config disk) and show what happened.
+pub fn config_apply(
+    socket: &Path,
+    dir: Option<&Path>,
+    mut request: crate::control::ApplyRequest,
+    json: bool,
+) -> anyhow::Result<u8> {
+    if let Some(dir) = dir {
+        let is_config_disk = std::fs::canonicalize(dir).ok()
+            == std::fs::canonicalize(crate::context::DEFAULT_CONFIG).ok();
+        if !is_config_disk {
+            let files = crate::state::collect_config(dir)?;
+            // Checked here too, so a typo is reported without a round trip.
+            if let Err(e) = crate::config::load(dir) {
+                anyhow::bail!("{} is not applied:\n{e}", dir.display());
+            }
+            request.files = Some(
+                files
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                    .collect(),
+            );
+        }
+    }
+    let response = call_with(socket, &Request::ConfigApply(request), APPLY_TIMEOUT)?;
+    command_report(response, json)
+}
+
+/// `walden config confirm`.
+pub fn config_confirm(socket: &Path, json: bool) -> anyhow::Result<u8> {
+    let response = call(socket, &Request::ConfigConfirm)?;
+    command_report(response, json)
+}
+
+fn command_report(response: Response, json: bool) -> anyhow::Result<u8> {
+    let report = response
+        .report
+        .ok_or_else(|| CliError::BadAnswer("answer without a report".into()))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    let failed = report["state"] == "failed";
+    match serde_json::from_value::<crate::supervisor::apply::ApplyStatus>(report.clone()) {
+        Ok(a) => out.write_all(render::apply(&a).as_bytes())?,
+        Err(_) => writeln!(out, "{}", report["message"].as_str().unwrap_or_default())?,
+    }
+    Ok(if failed { 1 } else { 0 })
 }

@@ -1,6 +1,7 @@
 //! Human rendering of status: plain aligned tables, no colour.
 
-use crate::supervisor::status::{Phase, ServiceState, Status, StepState};
+use crate::supervisor::apply::ApplyStatus;
+use crate::supervisor::status::{Phase, ServiceState, Status, StepState, StepStatus};
 use std::fmt::Write;
 
 /// Render a status for a person.
@@ -25,26 +26,8 @@ pub fn status(s: &Status) -> String {
     let _ = writeln!(out, "{}", timing.join(", "));
 
     if !s.steps.is_empty() {
-        let rows: Vec<[String; 4]> = s
-            .steps
-            .iter()
-            .map(|st| {
-                let note = st
-                    .error
-                    .as_deref()
-                    .or(st.detail.as_deref())
-                    .unwrap_or("")
-                    .to_string();
-                [
-                    st.name.clone(),
-                    step_state(st.state).to_string(),
-                    st.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
-                    note,
-                ]
-            })
-            .collect();
         out.push('\n');
-        table(&mut out, ["STEP", "STATE", "TIME", "DETAIL"], &rows);
+        steps(&mut out, &s.steps);
     }
     if !s.services.is_empty() {
         let rows: Vec<[String; 5]> = s
@@ -79,10 +62,49 @@ pub fn status(s: &Status) -> String {
         out.push('\n');
         out.push_str(&crate::vfio::render_table(&s.vfio));
     }
+    if let Some(a) = &s.config_apply {
+        let _ = writeln!(out, "\nlast config apply: {}: {}", a.state, a.message);
+    }
     if let Some(e) = &s.last_error {
         let _ = writeln!(out, "\nlast error: {e}");
     }
     out
+}
+
+/// The outcome of `walden config apply` for a person.
+pub fn apply(a: &ApplyStatus) -> String {
+    let mut out = String::new();
+    steps(&mut out, &a.steps);
+    let _ = writeln!(
+        out,
+        "\n{}: {} ({})",
+        a.state,
+        a.message,
+        duration(a.duration_ms)
+    );
+    out
+}
+
+/// The STEP/STATE/TIME/DETAIL table of bring-up or apply steps.
+fn steps(out: &mut String, steps: &[StepStatus]) {
+    let rows: Vec<[String; 4]> = steps
+        .iter()
+        .map(|st| {
+            let note = st
+                .error
+                .as_deref()
+                .or(st.detail.as_deref())
+                .unwrap_or("")
+                .to_string();
+            [
+                st.name.clone(),
+                step_state(st.state).to_string(),
+                st.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+                note,
+            ]
+        })
+        .collect();
+    table(out, ["STEP", "STATE", "TIME", "DETAIL"], &rows);
 }
 
 fn table<const N: usize>(out: &mut String, head: [&str; N], rows: &[[String; N]]) {

@@ -9,7 +9,13 @@
 //!
 //! ```text
 //! {"action":"status"}
+//! {"action":"config-apply","files":{"host.toml":"..."},"restart_changed":false}
+//! {"action":"config-confirm"}
+//! {"action":"guest","op":"start|stop|restart","name":"web"}
 //! ```
+//!
+//! Commands other than `status` are queued to the supervisor's loop (one
+//! at a time, in order) and answered with `{"ok":true,"report":{...}}`.
 //!
 //! Responses:
 //!
@@ -35,7 +41,7 @@
 
 mod server;
 
-pub use server::{serve, serve_virtio_port, VIRTIO_PORT};
+pub use server::{serve, serve_virtio_port, Ctl, VIRTIO_PORT};
 
 use crate::supervisor::status::Status;
 use serde::{Deserialize, Serialize};
@@ -46,6 +52,39 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     /// The supervisor's full status.
     Status,
+    /// Validate a config and apply it to the running host (`walden config
+    /// apply`). With `files`, that set (host.toml, guests/NAME.toml) is
+    /// installed on the config disk first; without, /config is applied as
+    /// it is.
+    ConfigApply(ApplyRequest),
+    /// Keep a runtime network change that awaits confirmation.
+    ConfigConfirm,
+    /// `walden guest start|stop|restart NAME`.
+    Guest {
+        /// "start", "stop" or "restart".
+        op: String,
+        /// Guest name.
+        name: String,
+    },
+}
+
+/// What `config-apply` carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// The new config set, file name -> content; None: /config as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<std::collections::BTreeMap<String, String>>,
+    /// Restart guests whose definition changed (otherwise they are marked
+    /// "restart pending").
+    #[serde(default)]
+    pub restart_changed: bool,
+    /// Override `[network] safe_apply` for this change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe: Option<bool>,
+    /// Seconds to wait for `config confirm` before a network change is
+    /// reverted (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_timeout_s: Option<u64>,
 }
 
 /// A response on the control socket.
@@ -59,6 +98,9 @@ pub struct Response {
     /// What went wrong, when not ok.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The outcome of a command other than `status` (an apply report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 impl Response {
@@ -68,6 +110,7 @@ impl Response {
             ok: true,
             result: Some(status),
             error: None,
+            report: None,
         }
     }
 
@@ -77,6 +120,20 @@ impl Response {
             ok: false,
             result: None,
             error: Some(message.into()),
+            report: None,
+        }
+    }
+
+    /// A command's answer: its report, or what went wrong.
+    pub fn command(reply: Result<serde_json::Value, String>) -> Self {
+        match reply {
+            Ok(report) => Self {
+                ok: true,
+                result: None,
+                error: None,
+                report: Some(report),
+            },
+            Err(e) => Self::error(e),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::{Request, Response};
 use crate::context::Paths;
+use crate::supervisor::commands::{Command, CommandQueue};
 use crate::supervisor::status::SharedStatus;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -44,6 +45,30 @@ pub enum ControlError {
     },
 }
 
+/// Longest a client waits for a command (an apply with guests to stop).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the server answers from: the status, and the supervisor's command
+/// queue (None where nothing may be changed, e.g. tests of the protocol).
+#[derive(Debug, Clone)]
+pub struct Ctl {
+    /// The status `status` requests read.
+    pub status: SharedStatus,
+    /// Where `config-apply` and `config-confirm` go.
+    pub commands: Option<CommandQueue>,
+}
+
+impl Ctl {
+    /// A server that answers `status` only.
+    #[cfg(test)]
+    pub fn status_only(status: SharedStatus) -> Self {
+        Self {
+            status,
+            commands: None,
+        }
+    }
+}
+
 /// A running control server. Dropping it stops accepting and removes the
 /// socket file.
 #[derive(Debug)]
@@ -64,7 +89,7 @@ impl Drop for Server {
 /// Start serving `status` on a Unix socket at `path` (mode 0666, owner as
 /// created; SO_PEERCRED admits uid 0 only). Returns once the socket is
 /// listening; connections are handled on background threads.
-pub fn serve(path: &Path, status: SharedStatus) -> Result<Server, ControlError> {
+pub fn serve(path: &Path, ctl: Ctl) -> Result<Server, ControlError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| ControlError::CreateDir {
             dir: dir.to_path_buf(),
@@ -89,22 +114,22 @@ pub fn serve(path: &Path, status: SharedStatus) -> Result<Server, ControlError> 
     };
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || accept_loop(listener, status, stop))
+        .spawn(move || accept_loop(listener, ctl, stop))
         .map_err(bind_err)?;
     Ok(server)
 }
 
-fn accept_loop(listener: UnixListener, status: SharedStatus, stop: Arc<AtomicBool>) {
+fn accept_loop(listener: UnixListener, ctl: Ctl, stop: Arc<AtomicBool>) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         match conn {
             Ok(stream) => {
-                let status = status.clone();
+                let ctl = ctl.clone();
                 let spawned = std::thread::Builder::new()
                     .name("control-conn".into())
-                    .spawn(move || handle_unix(stream, &status));
+                    .spawn(move || handle_unix(stream, &ctl));
                 if let Err(e) = spawned {
                     tracing::warn!("control socket: cannot start a connection thread: {e}");
                 }
@@ -117,7 +142,7 @@ fn accept_loop(listener: UnixListener, status: SharedStatus, stop: Arc<AtomicBoo
     }
 }
 
-fn handle_unix(stream: UnixStream, status: &SharedStatus) {
+fn handle_unix(stream: UnixStream, ctl: &Ctl) {
     let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
     let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     let mut writer = match stream.try_clone() {
@@ -145,11 +170,14 @@ fn handle_unix(stream: UnixStream, status: &SharedStatus) {
             return;
         }
     }
-    serve_lines(BufReader::new(stream), &mut writer, status);
+    // Commands may take minutes (guests shutting down): the write side
+    // must not give up before the answer is ready.
+    let _ = writer.set_write_timeout(Some(COMMAND_TIMEOUT));
+    serve_lines(BufReader::new(stream), &mut writer, ctl);
 }
 
 /// Answer request lines from `reader` until EOF or an I/O error.
-fn serve_lines(mut reader: impl BufRead, writer: &mut impl Write, status: &SharedStatus) {
+fn serve_lines(mut reader: impl BufRead, writer: &mut impl Write, ctl: &Ctl) {
     let mut line = String::new();
     loop {
         line.clear();
@@ -165,7 +193,7 @@ fn serve_lines(mut reader: impl BufRead, writer: &mut impl Write, status: &Share
         if line.trim().is_empty() {
             continue;
         }
-        let response = answer(line.trim(), status);
+        let response = answer(line.trim(), ctl);
         if write_response(writer, &response).is_err() {
             return;
         }
@@ -173,12 +201,24 @@ fn serve_lines(mut reader: impl BufRead, writer: &mut impl Write, status: &Share
 }
 
 /// The handler: one request line in, one response out.
-pub(crate) fn answer(line: &str, status: &SharedStatus) -> Response {
-    match serde_json::from_str::<Request>(line) {
-        Ok(Request::Status) => Response::status(status.snapshot()),
-        Err(e) => Response::error(format!(
+pub(crate) fn answer(line: &str, ctl: &Ctl) -> Response {
+    let command = match serde_json::from_str::<Request>(line) {
+        Ok(Request::Status) => return Response::status(ctl.status.snapshot()),
+        Ok(Request::ConfigApply(req)) => Command::Apply(req),
+        Ok(Request::ConfigConfirm) => Command::Confirm,
+        Ok(Request::Guest { op, name }) => Command::Guest { op, name },
+        Err(e) => {
+            return Response::error(format!(
             "bad request: {e}; expected one JSON object per line such as {{\"action\":\"status\"}}"
-        )),
+        ))
+        }
+    };
+    match &ctl.commands {
+        Some(queue) => Response::command(queue.submit(command, COMMAND_TIMEOUT)),
+        None => Response::error(
+            "this supervisor takes no commands (it only reports status); \
+             run the command on the appliance",
+        ),
     }
 }
 
@@ -210,7 +250,7 @@ pub fn find_virtio_port(sys: &Path, dev: &Path) -> Option<PathBuf> {
 /// one. The port is reachable only by whoever runs the VM, so no credential
 /// check applies. Returns the device path served, or None when there is no
 /// such port.
-pub fn serve_virtio_port(paths: &Paths, status: SharedStatus) -> Option<PathBuf> {
+pub fn serve_virtio_port(paths: &Paths, ctl: Ctl) -> Option<PathBuf> {
     let port = find_virtio_port(&paths.sys, &paths.dev)?;
     let served = port.clone();
     let spawned = std::thread::Builder::new()
@@ -222,7 +262,7 @@ pub fn serve_virtio_port(paths: &Paths, status: SharedStatus) -> Option<PathBuf>
                 .open(&port)
             {
                 Ok(file) => match file.try_clone() {
-                    Ok(mut writer) => serve_lines(BufReader::new(file), &mut writer, &status),
+                    Ok(mut writer) => serve_lines(BufReader::new(file), &mut writer, &ctl),
                     Err(e) => tracing::warn!("control port {}: {e}", port.display()),
                 },
                 Err(e) => tracing::debug!("control port {}: {e}", port.display()),
@@ -258,7 +298,7 @@ mod tests {
     #[test]
     fn status_request_gets_status() {
         let shared = SharedStatus::new(Status::new("standalone"));
-        let r = answer(r#"{"action":"status"}"#, &shared);
+        let r = answer(r#"{"action":"status"}"#, &Ctl::status_only(shared.clone()));
         assert!(r.ok);
         assert_eq!(r.result.map(|s| s.mode), Some("standalone".to_string()));
     }
@@ -273,7 +313,7 @@ mod tests {
             s.last_error = Some(format!("refresh {n}"));
         }));
         for n in 1..=2 {
-            let r = answer(r#"{"action":"status"}"#, &shared);
+            let r = answer(r#"{"action":"status"}"#, &Ctl::status_only(shared.clone()));
             let status = r.result.unwrap_or_else(|| Status::new("none"));
             assert_eq!(status.last_error, Some(format!("refresh {n}")));
         }
@@ -284,7 +324,7 @@ mod tests {
     #[test]
     fn unknown_action_is_an_error_naming_the_format() {
         let shared = SharedStatus::new(Status::new("standalone"));
-        let r = answer(r#"{"action":"explode"}"#, &shared);
+        let r = answer(r#"{"action":"explode"}"#, &Ctl::status_only(shared.clone()));
         assert!(!r.ok);
         let e = r.error.unwrap_or_default();
         assert!(e.contains("bad request") && e.contains("explode"), "{e}");
@@ -295,7 +335,11 @@ mod tests {
         let shared = SharedStatus::new(Status::new("standalone"));
         let input = b"{\"action\":\"status\"}\n\nnot json\n".to_vec();
         let mut out = Vec::new();
-        serve_lines(BufReader::new(&input[..]), &mut out, &shared);
+        serve_lines(
+            BufReader::new(&input[..]),
+            &mut out,
+            &Ctl::status_only(shared.clone()),
+        );
         let text = String::from_utf8(out).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");

@@ -2,7 +2,7 @@
 //! directly (root only), not through the control socket, so they also work
 //! in maintenance mode or with the disk mounted on another machine.
 
-use super::atomic::{atomic_write_with, Io, RealIo};
+use super::atomic::{Io, RealIo};
 use super::diff::diff_configs;
 use super::generation::collect_config;
 use super::store::{by_number, FsStore, Store};
@@ -85,38 +85,13 @@ fn rollback_with(
     let store = FsStore::for_config(config);
     let id = pick(&store, number)?;
     let files = store.files(&id)?;
-    let guests = config.join("guests");
-    io.create_dir_all(&guests)
-        .map_err(|source| StateError::Io {
-            what: "create",
-            path: guests.clone(),
-            source,
-        })?;
-    for (name, bytes) in &files {
-        atomic_write_with(io, &config.join(name), bytes, 0o644)?;
-    }
-    let mut removed = Vec::new();
-    for name in collect_config(config)?.keys() {
-        if !files.contains_key(name) {
-            let path = config.join(name);
-            io.remove_file(&path).map_err(|source| StateError::Io {
-                what: "remove",
-                path: path.clone(),
-                source,
-            })?;
-            removed.push(name.clone());
-        }
-    }
-    io.sync_dir(&guests).map_err(|source| StateError::Io {
-        what: "sync",
-        path: guests.clone(),
-        source,
-    })?;
+    // The whole set at once: a power cut leaves the old set or this one.
+    let removed = super::journal::install_with(io, config, &files)?;
     let mut msg = format!("restored generation {id} into {}", config.display());
     if !removed.is_empty() {
         let _ = write!(msg, " (removed {})", removed.join(", "));
     }
-    msg.push_str("; it runs after a reboot (`walden reboot`)\n");
+    msg.push_str("; run it with `walden config apply` (or `walden reboot`)\n");
     Ok(msg)
 }
 

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod diff;
 mod error;
 pub mod generation;
+pub mod journal;
 pub mod provision;
 pub mod store;
 

@@ -48,14 +48,13 @@ pub fn refusal(e: &ConfigError) -> String {
     }
 }
 
-/// Load a generation's files as a config.
-pub fn load_generation(store: &dyn Store, id: &GenerationId) -> Result<Config, String> {
-    let files = store.files(id).map_err(|e| e.to_string())?;
+/// Validate a config set held in memory (`what` names it in errors).
+pub fn config_from_files(files: &ConfigFiles, what: &str) -> Result<Config, String> {
     let text = |b: &Vec<u8>| String::from_utf8_lossy(b).into_owned();
     let host = files
         .get("host.toml")
         .map(text)
-        .ok_or_else(|| format!("generation {id} has no host.toml"))?;
+        .ok_or_else(|| format!("{what} has no host.toml"))?;
     let guests: Vec<(String, String)> = files
         .iter()
         .filter_map(|(k, v)| {
@@ -67,8 +66,14 @@ pub fn load_generation(store: &dyn Store, id: &GenerationId) -> Result<Config, S
         .iter()
         .map(|(n, t)| (n.as_str(), t.as_str()))
         .collect();
-    crate::config::from_strs(&host, &refs)
-        .map_err(|d| format!("generation {id} no longer validates: {d}"))
+    crate::config::from_strs(&host, &refs).map_err(|d| format!("{what} does not validate:\n{d}"))
+}
+
+/// Load a generation's files as a config.
+pub fn load_generation(store: &dyn Store, id: &GenerationId) -> Result<Config, String> {
+    let files = store.files(id).map_err(|e| e.to_string())?;
+    config_from_files(&files, &format!("generation {id}"))
+        .map_err(|e| e.replace("does not validate", "no longer validates"))
 }
 
 /// Pure decision: run `loaded` if it is valid, else last-good from `store`.
@@ -123,6 +128,16 @@ impl ConfigState {
 
 fn load(b: &mut BringUp, files: &RefCell<Option<ConfigFiles>>) -> Result<StepOutcome, StepError> {
     let dir = b.paths.config.clone();
+    // A `config apply` or `config rollback` cut by a power loss is finished
+    // (committed) or dropped (not yet committed) before anything is read.
+    match crate::state::journal::recover(&dir) {
+        Ok(Some(done)) => tracing::warn!("config disk: {done}"),
+        Ok(None) => {}
+        Err(e) => tracing::error!("config disk: cannot recover an interrupted config install: {e}"),
+    }
+    if let Some(done) = super::apply::undo_unconfirmed(&dir) {
+        tracing::warn!("config disk: {done}");
+    }
     let loaded = crate::config::load(&dir);
     if let Err(ConfigError::NoHostFile { .. }) = &loaded {
         // Missing or an empty mount point: no config disk (a mounted ext4

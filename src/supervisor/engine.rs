@@ -47,6 +47,7 @@ pub struct Supervisor {
     stopping: bool,
     stop_requested: bool,
     reload_requested: bool,
+    commands: super::commands::CommandQueue,
 }
 
 impl Supervisor {
@@ -54,9 +55,11 @@ impl Supervisor {
     /// Reported milliseconds are relative to `status`'s start.
     pub fn new(status: SharedStatus, notifier: Notifier) -> Result<Self, SupervisorError> {
         let start = status.started();
+        let signals = Signals::install()?;
+        let commands = super::commands::CommandQueue::new(signals.handle());
         Ok(Self {
             services: Vec::new(),
-            signals: Signals::install()?,
+            signals,
             status,
             start,
             notifier,
@@ -66,6 +69,7 @@ impl Supervisor {
             stopping: false,
             stop_requested: false,
             reload_requested: false,
+            commands,
         })
     }
 
@@ -73,6 +77,11 @@ impl Supervisor {
     #[allow(dead_code)] // for the control socket; used by tests
     pub fn handle(&self) -> SupervisorHandle {
         self.signals.handle()
+    }
+
+    /// The queue the control server hands commands to this loop through.
+    pub fn commands(&self) -> super::commands::CommandQueue {
+        self.commands.clone()
     }
 
     /// The shared status this supervisor writes.
@@ -230,7 +239,7 @@ impl Supervisor {
             }
         }
         for i in 0..self.services.len() {
-            if self.stopping {
+            if self.stopping || self.services[i].retiring {
                 self.advance_stop(i, now);
             } else {
                 self.advance(i, now);

@@ -30,6 +30,8 @@ pub(super) struct Service {
     /// When the current stop step (signal, then SIGKILL) times out.
     pub stop_deadline: Option<Instant>,
     pub killed: bool,
+    /// Being stopped for good (removed by a config apply).
+    pub retiring: bool,
     pub last_exit: Option<String>,
     pub last_error: Option<String>,
 }
@@ -48,6 +50,7 @@ impl Service {
             next_start: None,
             stop_deadline: None,
             killed: false,
+            retiring: false,
             last_exit: None,
             last_error: None,
         }

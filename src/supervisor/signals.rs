@@ -55,6 +55,11 @@ impl SupervisorHandle {
         self.requested.store(true, Ordering::SeqCst);
         wake(&self.tx);
     }
+
+    /// Wake the loop so it looks at its queues (control commands).
+    pub fn wake(&self) {
+        wake(&self.tx);
+    }
 }
 
 /// Write one wake-up byte; a full pipe already holds a pending wake-up.

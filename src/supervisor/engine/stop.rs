@@ -38,6 +38,38 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Stop the services named in `names` (dependents first, each with its
+    /// stop signal and timeout, like a shutdown) and drop them from the
+    /// table; the others keep running. Returns the names still running at
+    /// `deadline` (they stay in the table, still being stopped).
+    pub fn retire(
+        &mut self,
+        names: &[String],
+        deadline: Instant,
+    ) -> Result<Vec<String>, SupervisorError> {
+        for s in &mut self.services {
+            if names.contains(&s.spec.name) {
+                s.retiring = true;
+            }
+        }
+        let down = |sup: &Self| {
+            sup.services
+                .iter()
+                .filter(|s| s.retiring)
+                .all(|s| s.pid.is_none())
+        };
+        self.run_until(down, Some(deadline))?;
+        let mut left = Vec::new();
+        self.services.retain(|s| {
+            if s.retiring && s.pid.is_some() {
+                left.push(s.spec.name.clone());
+            }
+            !s.retiring || s.pid.is_some()
+        });
+        self.sync_status();
+        Ok(left)
+    }
+
     /// Stop service `i` once nothing that depends on it runs any more.
     pub(super) fn advance_stop(&mut self, i: usize, now: Instant) {
         let s = &self.services[i];
