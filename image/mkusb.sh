@@ -7,7 +7,9 @@
 #
 # Usage: image/mkusb.sh OUT IMAGES_DIR VERSION...
 #   IMAGES_DIR/<version>/{vmlinuz,initrd.img,root.squashfs,manifest.toml}
-# Env: WALDEN_USB_SIZE_MB (default: 1024, or more when the versions need it)
+# Env: WALDEN_USB_SIZE_MB (default: 1024, or more when the versions need it),
+#   WALDEN_BIN (the walden binary that generates grub.cfg; default: the
+#   release build, which build.sh has just made)
 . "$(dirname "$0")/lib.sh"
 
 out="$1" images="$2"
@@ -24,7 +26,11 @@ for v in "$@"; do
     cp -r "$images/$v" "$esp/images/$v"
     rm -f "$esp/images/$v"/.stamp-*
 done
-grub_cfg usb "$@" > "$esp/grub/grub.cfg"
+# grub.cfg comes from walden itself (src/images/grubcfg.rs), the same
+# generator `walden image install` rewrites it with on the appliance.
+walden="${WALDEN_BIN:-$REPO/target/release/walden}"
+[ -x "$walden" ] || die "walden binary $walden missing (cargo build --release, or set WALDEN_BIN)"
+"$walden" image grub-cfg --cmdline "$CMDLINE" --timeout "$GRUB_TIMEOUT" "$@" > "$esp/grub/grub.cfg"
 grub-editenv "$esp/grub/grubenv" create
 cp -r /usr/lib/grub/x86_64-efi "$esp/grub/"
 cp -r /usr/lib/grub/i386-pc "$esp/grub/"

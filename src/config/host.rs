@@ -30,15 +30,56 @@ pub struct HostConfig {
     pub ssh: SshConfig,
     /// `[health]`.
     pub health: HealthConfig,
+    /// `[watchdog]`.
+    pub watchdog: WatchdogConfig,
     /// `[[service]]`: extra supervised services.
     pub services: Vec<ServiceConfig>,
 }
 
-/// `[health]`: how long a boot may take to become healthy.
+/// `[health]`: how long a boot may take to become healthy, and what
+/// happens when it does not (DESIGN.md section 5, docs/upgrade.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
     /// Time from boot until config, network and autostart guests must be up (default 10m).
     pub timeout: Duration,
+    /// What a boot that is not healthy in time does (default: reboot).
+    pub on_failure: HealthFailure,
+    /// An extra check of the operator's: healthy only when it exits 0.
+    pub command: Vec<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+            on_failure: HealthFailure::Reboot,
+            command: Vec::new(),
+        }
+    }
+}
+
+/// `[health] on_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthFailure {
+    /// Reboot, so a version on trial uses up a try (and finally rolls back).
+    Reboot,
+    /// Stay up and report the failure in `walden status`.
+    Stay,
+}
+
+/// `[watchdog]`: the hardware watchdog PID 1 keeps alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogConfig {
+    /// Seconds without a ping before the machine resets (default 60 s).
+    pub timeout: Duration,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[ssh]`.
@@ -168,17 +209,36 @@ pub(crate) fn read(root: &Tbl<'_>) -> HostConfig {
         .and_then(|v| v.table())
         .map(ssh)
         .unwrap_or_default();
-    let health = HealthConfig {
-        timeout: root
-            .opt("health")
-            .and_then(|v| v.table())
-            .and_then(|t| {
-                let d = t.opt("timeout").and_then(|v| v.parse::<HumanDuration>());
-                t.finish();
-                d
-            })
-            .map_or(Duration::from_secs(600), |d| d.0),
-    };
+    let health = root
+        .opt("health")
+        .and_then(|v| v.table())
+        .map(|t| {
+            let h = health(&t);
+            t.finish();
+            h
+        })
+        .unwrap_or_default();
+    let watchdog = root
+        .opt("watchdog")
+        .and_then(|v| v.table())
+        .map(|t| {
+            let timeout = t.opt("timeout").and_then(|v| {
+                let d = v.parse::<HumanDuration>()?.0;
+                if (1..=3600).contains(&d.as_secs()) {
+                    Some(d)
+                } else {
+                    v.error(
+                        "the watchdog timeout must be between 1s and 1h",
+                        "e.g. timeout = \"60s\"",
+                    )
+                }
+            });
+            t.finish();
+            WatchdogConfig {
+                timeout: timeout.unwrap_or(WatchdogConfig::default().timeout),
+            }
+        })
+        .unwrap_or_default();
     HostConfig {
         hostname,
         timezone,
@@ -188,7 +248,29 @@ pub(crate) fn read(root: &Tbl<'_>) -> HostConfig {
         swap,
         ssh,
         health,
+        watchdog,
         services,
+    }
+}
+
+/// `[health]`: timeout, on_failure, command.
+fn health(t: &Tbl<'_>) -> HealthConfig {
+    let default = HealthConfig::default();
+    HealthConfig {
+        timeout: t
+            .opt("timeout")
+            .and_then(|v| v.parse::<HumanDuration>())
+            .map_or(default.timeout, |d| d.0),
+        on_failure: t
+            .opt("on_failure")
+            .and_then(|v| {
+                v.choice(&[
+                    ("reboot", HealthFailure::Reboot),
+                    ("stay", HealthFailure::Stay),
+                ])
+            })
+            .unwrap_or(default.on_failure),
+        command: t.opt("command").map(|v| v.str_list()).unwrap_or_default(),
     }
 }
 

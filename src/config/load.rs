@@ -13,7 +13,6 @@ use super::source::{Source, Sources};
 use super::{check_guests, check_host, Config};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Load and validate `dir` (host.toml plus guests/*.toml).
 pub fn load(dir: &Path) -> Result<Config, ConfigError> {
@@ -88,9 +87,8 @@ fn empty_host() -> HostConfig {
         mounts: Vec::new(),
         swap: None,
         ssh: SshConfig::default(),
-        health: HealthConfig {
-            timeout: Duration::from_secs(600),
-        },
+        health: HealthConfig::default(),
+        watchdog: Default::default(),
         services: Vec::new(),
     }
 }

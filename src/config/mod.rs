@@ -55,8 +55,8 @@ pub use guest::{
 };
 #[allow(unused_imports)]
 pub use host::{
-    HealthConfig, HostConfig, IdSelect, MountConfig, MountSource, SshConfig, SwapConfig,
-    VfioDevice, VfioSelect,
+    HealthConfig, HealthFailure, HostConfig, IdSelect, MountConfig, MountSource, SshConfig,
+    SwapConfig, VfioDevice, VfioSelect, WatchdogConfig,
 };
 #[allow(unused_imports)]
 pub use ids::{Hostname, IfName, IpNet, LinkRef, MacAddr, Name, PciAddress, PciId, VlanId};

@@ -83,7 +83,8 @@ pub struct TrialState {
     pub failed: Option<String>,
 }
 
-/// What GRUB boots on one attempt.
+/// What GRUB boots on one attempt (the model of grub.cfg's logic, for tests).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootChoice {
     /// Version booted; `None`: GRUB's default (the newest entry).
@@ -202,7 +203,9 @@ impl TrialState {
     }
 
     /// What GRUB's config does on each boot (see `grubcfg.rs`): on trial,
-    /// count down while tries are left, else boot `previous`.
+    /// count down while tries are left, else boot `previous`. GRUB itself
+    /// runs this logic; walden only needs it to test the state machine.
+    #[cfg(test)]
     pub fn boot_attempt(&mut self) -> BootChoice {
         let mut choice = BootChoice {
             version: self.active.clone(),

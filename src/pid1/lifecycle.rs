@@ -73,6 +73,11 @@ impl Init {
         }
     }
 
+    /// An orderly shutdown is under way (the hardware watchdog is disarmed).
+    pub(super) fn shutting_down(&self) -> bool {
+        !matches!(self.phase, Phase::Running)
+    }
+
     /// One turn: wait for a signal (at most a tick), reap, move on.
     pub(super) fn step(&mut self) {
         let timeout = match self.phase {

@@ -31,6 +31,7 @@ pub mod request;
 pub mod restart;
 pub mod shutdown;
 pub mod signals;
+pub mod watchdog;
 
 pub use shutdown::Scope;
 
@@ -118,10 +119,21 @@ pub fn run() -> ! {
         .or_else(|_| std::env::args_os().next().map(PathBuf::from).ok_or(()))
         .unwrap_or_else(|()| PathBuf::from("/sbin/init"));
     let args = supervise_args(std::env::args_os());
+    // The hardware watchdog is the real machine's; never in a namespace.
+    let mut watchdog = (scope == Scope::InitialNamespace).then(|| {
+        watchdog::Watchdog::new(
+            paths.dev.join("watchdog"),
+            paths.run.join(crate::images::health::WATCHDOG_TIMEOUT_FILE),
+            paths.control_socket(),
+        )
+    });
     let mut init = Init::new(signals, scope, paths, exe, args);
     console(&format!("PID 1 up ({scope:?})"));
     init.start_power_button();
     loop {
+        if let Some(w) = watchdog.as_mut() {
+            w.tick(init.shutting_down());
+        }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init.step()));
         if outcome.is_err() {
             // The next step reaps; reaping here would hide the supervisor's
