@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod context;
 mod control;
+mod guests;
 mod images;
 mod logging;
 mod net;
@@ -69,6 +70,17 @@ enum Command {
     /// Host networking: apply host.toml's [network] now, or show it.
     #[command(subcommand)]
     Net(net::NetCommand),
+    /// Guests: list, start, stop, restart, or attach to a serial console.
+    Guest {
+        #[command(subcommand)]
+        command: guests::runtime::cli::GuestCommand,
+        /// Control socket to ask.
+        #[arg(long, global = true, default_value = context::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Versions on the boot media: list, install, rollback, remove.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
 }
 
 #[derive(Subcommand)]
@@ -95,6 +107,36 @@ enum ConfigCommand {
         /// Config directory (the config disk).
         #[arg(long, default_value = "/config")]
         config: PathBuf,
+    },
+    /// Validate a config and apply it to the running host now: DIR's set is
+    /// installed on the config disk first (default: apply /config as it is).
+    Apply {
+        /// Config directory with host.toml and guests/ (default: /config).
+        dir: Option<PathBuf>,
+        /// Restart guests whose definition changed (default: mark them "restart pending").
+        #[arg(long)]
+        restart_changed: bool,
+        /// Do not wait for `walden config confirm` after a network change.
+        #[arg(long)]
+        no_safe: bool,
+        /// Seconds to wait for `walden config confirm` before a network change reverts.
+        #[arg(long, value_name = "SECS")]
+        confirm_timeout: Option<u64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Control socket to ask.
+        #[arg(long, default_value = context::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Keep a network change made by `config apply` (it reverts otherwise).
+    Confirm {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Control socket to ask.
+        #[arg(long, default_value = context::DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// Copy generation GEN (default: last-good) back into the config; reboot to run it.
     Rollback {
@@ -159,10 +201,31 @@ fn main() -> ExitCode {
                 .map(print_ok)
                 .map_err(Into::into),
         ),
+        Command::Config(ConfigCommand::Apply {
+            dir,
+            restart_changed,
+            no_safe,
+            confirm_timeout,
+            json,
+            socket,
+        }) => {
+            let request = control::ApplyRequest {
+                files: None,
+                restart_changed,
+                safe: no_safe.then_some(false),
+                confirm_timeout_s: confirm_timeout,
+            };
+            exit(cli::config_apply(&socket, dir.as_deref(), request, json))
+        }
+        Command::Config(ConfigCommand::Confirm { json, socket }) => {
+            exit(cli::config_confirm(&socket, json))
+        }
         Command::Poweroff => exit(pid1::request(pid1::Action::PowerOff)),
         Command::Reboot => exit(pid1::request(pid1::Action::Reboot)),
         Command::Halt => exit(pid1::request(pid1::Action::Halt)),
         Command::Net(cmd) => exit(net::command(cmd)),
+        Command::Guest { command, socket } => exit(guests::runtime::cli::command(command, &socket)),
+        Command::Image(cmd) => exit(images::cli::command(cmd)),
         Command::Provision { device, from, yes } => exit(
             state::provision::provision(&device, from.as_deref(), yes, &mut state::provision::ask)
                 .map(print_ok)

@@ -15,7 +15,46 @@ pub(crate) fn check(host: &HostConfig, guests: &[GuestConfig], unparsed: &[Strin
     check_nics(host, guests, src);
     check_pci(host, guests, src);
     check_disks(guests, src);
+    check_disk_io(guests, src);
+    check_taps(guests, src);
     check_after(guests, unparsed, src);
+}
+
+/// QEMU refuses `aio=native` on a host page cache: io = "native" needs
+/// cache = "none" or "directsync" (the guest would not start otherwise).
+fn check_disk_io(guests: &[GuestConfig], src: &Sources) {
+    for d in guests.iter().flat_map(|g| &g.disks) {
+        if d.io == Some("native") && !matches!(d.cache, Some("none" | "directsync")) {
+            src.error(
+                &d.at,
+                "io",
+                "io = \"native\" needs the host page cache off",
+                "add cache = \"none\" (or \"directsync\"), or use io = \"io_uring\" or \"threads\"",
+            );
+        }
+    }
+}
+
+/// Tap device names of long guest names are shortened with a hash
+/// (guests::tap_name); two guests must not end up with the same one.
+fn check_taps(guests: &[GuestConfig], src: &Sources) {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for g in guests {
+        for (i, nic) in g.nics.iter().enumerate() {
+            let tap = crate::guests::tap_name(g.name.as_str(), i);
+            match seen.get(&tap) {
+                Some(first) if *first != g.name.as_str() => src.error(
+                    &nic.at,
+                    "",
+                    format!("tap device name {tap} is also used by guest {first:?}"),
+                    "the names are shortened to 15 bytes; rename one of the two guests",
+                ),
+                _ => {
+                    seen.insert(tap, g.name.as_str());
+                }
+            }
+        }
+    }
 }
 
 fn check_nics(host: &HostConfig, guests: &[GuestConfig], src: &Sources) {

@@ -41,6 +41,7 @@ pub use status::LinkStatus;
 
 use crate::config::NetworkConfig;
 use observed::Observed;
+use op::Op;
 use serde::Serialize;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -128,6 +129,31 @@ pub fn apply(config: &NetworkConfig, root_etc: &Path) -> Result<ApplyReport, Net
     Ok(ApplyReport {
         changes,
         resolv_conf,
+    })
+}
+
+/// Make `vid` the only VLAN of bridge port `port`, untagged with PVID: a
+/// guest's tap on a `vlan_filtering` bridge (libvirt cannot tag ports of
+/// a Linux bridge). The kernel gives a new port VLAN 1; it is removed.
+pub fn set_port_vlan(port: &str, vid: u16) -> Result<(), NetError> {
+    let mut ops = vec![Op::AddBridgeVlan {
+        link: port.to_string(),
+        vlan: observed::PortVlan::native(vid),
+        bridge_self: false,
+    }];
+    if vid != 1 {
+        ops.push(Op::DelBridgeVlan {
+            link: port.to_string(),
+            vid: 1,
+            bridge_self: false,
+        });
+    }
+    with_netlink(|h| async move {
+        for op in &ops {
+            tracing::info!(op = %op, "network");
+            apply::run(&h, op).await?;
+        }
+        Ok(())
     })
 }
 

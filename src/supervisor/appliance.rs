@@ -34,10 +34,13 @@ const SERVICES_READY: Duration = Duration::from_secs(60);
 /// The bring-up steps for `mode`, in order.
 pub fn steps(mode: Mode) -> Vec<Step> {
     let mut steps = Vec::new();
+    let image_steps = crate::images::ImageSteps::default();
     if mode == Mode::Pid1 {
         // Without /proc, /sys and /dev nothing else can work.
         steps.push(Step::new("early-mounts", early_mounts).required());
         steps.push(Step::new("boot-record", boot_record));
+        // Trial boots and rollbacks of the boot image (issue 8).
+        steps.push(image_steps.boot_step());
         // walden.vfio= devices must be on vfio-pci before coldplug loads host drivers.
         steps.push(Step::new("vfio-early", crate::vfio::early_step));
         steps.push(Step::new("udev", udev));
@@ -51,6 +54,11 @@ pub fn steps(mode: Mode) -> Vec<Step> {
         steps.push(Step::new("hostname", hostname));
         steps.push(Step::new("host-files", super::host_files::step));
         steps.push(Step::new("consoles", consoles));
+        // virtlogd + libvirtd join the services below (issue 7).
+        steps.push(Step::new(
+            "libvirt",
+            crate::guests::runtime::setup::libvirt_step,
+        ));
     }
     // Binding host devices is for a real host (the appliance, or a distro
     // under systemd); never in standalone/container runs against a test root.
@@ -61,7 +69,18 @@ pub fn steps(mode: Mode) -> Vec<Step> {
     }
     steps.push(services_step(SERVICES_READY));
     if matches!(mode, Mode::Pid1 | Mode::Systemd) {
+        // Guests in `after` order once libvirtd is ready (issue 7).
+        steps.push(Step::new(
+            "guests",
+            crate::guests::runtime::step::guests_step,
+        ));
+    }
+    if matches!(mode, Mode::Pid1 | Mode::Systemd) {
         steps.push(config_state.record_step());
+    }
+    if mode == Mode::Pid1 {
+        // Last: mark a trial image good once healthy, or record why not.
+        steps.push(image_steps.health_step());
     }
     steps
 }
@@ -128,8 +147,11 @@ fn udev(b: &mut BringUp) -> Result<StepOutcome, StepError> {
 }
 
 fn control_port(b: &mut BringUp) -> Result<StepOutcome, StepError> {
-    let status = b.supervisor.status().clone();
-    Ok(match crate::control::serve_virtio_port(&b.paths, status) {
+    let ctl = crate::control::Ctl {
+        status: b.supervisor.status().clone(),
+        commands: Some(b.supervisor.commands()),
+    };
+    Ok(match crate::control::serve_virtio_port(&b.paths, ctl) {
         Some(dev) => {
             StepOutcome::Done(format!("serving the control protocol on {}", dev.display()))
         }

@@ -114,6 +114,12 @@ pub struct BringUp {
     pub services: Vec<ServiceSpec>,
     /// The validated config, once the config step loaded it.
     pub config: Option<Config>,
+    /// During `config apply --restart-changed`: restart guests whose
+    /// definition changed instead of marking them "restart pending".
+    pub restart_changed: bool,
+    /// The guest runtime, once the "guests" step made it (for the control
+    /// socket and the orderly shutdown).
+    pub guests: Option<crate::guests::runtime::GuestHandle>,
 }
 
 impl BringUp {
@@ -124,6 +130,8 @@ impl BringUp {
             supervisor,
             services: Vec::new(),
             config: None,
+            restart_changed: false,
+            guests: None,
         }
     }
 }

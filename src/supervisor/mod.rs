@@ -19,8 +19,10 @@
 //! between turns and may use `Command::status()` freely.
 
 pub mod appliance;
+pub mod apply;
 pub mod backoff;
 pub mod bringup;
+pub mod commands;
 pub mod config_state;
 pub mod config_watch;
 pub mod engine;
@@ -206,8 +208,12 @@ pub fn run(args: SuperviseArgs) -> anyhow::Result<()> {
         Notifier::disabled()
     };
     let supervisor = Supervisor::new(status.clone(), notifier)?;
+    let ctl = crate::control::Ctl {
+        status,
+        commands: Some(supervisor.commands()),
+    };
     // Kept alive until return: dropping it removes the socket.
-    let _server = crate::control::serve(&paths.control_socket(), status)?;
+    let _server = crate::control::serve(&paths.control_socket(), ctl)?;
     let mut bringup = BringUp::new(paths, supervisor);
     supervise(&mut bringup, appliance::steps(mode))?;
     Ok(())
@@ -217,8 +223,15 @@ pub fn run(args: SuperviseArgs) -> anyhow::Result<()> {
 /// every service in reverse dependency order.
 pub fn supervise(bringup: &mut BringUp, steps: Vec<Step>) -> Result<(), SupervisorError> {
     run_steps(bringup, steps);
+    let mode = mode_of(&bringup.supervisor.status().lock().mode);
+    let commands = bringup.supervisor.commands();
+    let mut applies = apply::ApplyState::default();
     while !bringup.supervisor.stop_requested() {
-        match bringup.supervisor.run_until(|_| false, None)? {
+        let waiting = commands.clone();
+        let exit = bringup
+            .supervisor
+            .run_until(move |_| waiting.pending(), applies.deadline())?;
+        match exit {
             // The config disk appeared after boot (maintenance mode).
             LoopExit::Reload if config_watch::take_appeared() => {
                 run_steps(
@@ -228,11 +241,36 @@ pub fn supervise(bringup: &mut BringUp, steps: Vec<Step>) -> Result<(), Supervis
             }
             LoopExit::Reload => {
                 tracing::info!(
-                    "SIGHUP: config reload is not wired into the supervisor yet; ignored"
+                    "SIGHUP: use `walden config apply` to apply a changed config; ignored"
                 )
             }
-            LoopExit::Stop | LoopExit::Condition | LoopExit::Deadline => {}
+            LoopExit::Condition => {
+                while let Some((command, reply)) = commands.pop() {
+                    let answer = apply::handle(bringup, &mut applies, mode, command);
+                    // The client may have given up; the result is in status.
+                    let _ = reply.send(answer);
+                }
+            }
+            LoopExit::Deadline => apply::revert_if_due(bringup, &mut applies, mode),
+            LoopExit::Stop => {}
         }
     }
+    // Guests first (ACPI shutdown, reverse `after` order, forced off after
+    // their timeouts), while libvirtd still runs; then the services.
+    if let Some(guests) = &bringup.guests {
+        bringup.supervisor.set_phase(status::Phase::Stopping);
+        tracing::info!("stopping guests");
+        let outcome = guests.shutdown_all(crate::guests::runtime::handle::SHUTDOWN_LIMIT);
+        guests.stop_monitor();
+        tracing::info!("guests: {outcome}");
+    }
     bringup.supervisor.shutdown()
+}
+
+/// The mode a status string names (the supervisor records it at start).
+fn mode_of(s: &str) -> Mode {
+    [Mode::Pid1, Mode::Container, Mode::Systemd, Mode::Standalone]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+        .unwrap_or(Mode::Standalone)
 }

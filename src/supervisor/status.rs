@@ -130,6 +130,15 @@ pub struct Status {
     /// last-known-good generation runs instead.
     #[serde(default)]
     pub config_refused: Option<String>,
+    /// The last `walden config apply` (or its revert), when there was one.
+    #[serde(default)]
+    pub config_apply: Option<super::apply::ApplyStatus>,
+    /// The boot image: trial, rollback ("rolled back from X: reason"), health.
+    #[serde(default)]
+    pub boot_image: Option<crate::images::BootImageStatus>,
+    /// Guests (guests/*.toml) as the guest runtime sees them.
+    #[serde(default)]
+    pub guests: Vec<crate::guests::runtime::GuestStatus>,
 }
 
 impl Status {
@@ -150,6 +159,9 @@ impl Status {
             network: Vec::new(),
             config_generation: None,
             config_refused: None,
+            config_apply: None,
+            boot_image: None,
+            guests: Vec::new(),
         }
     }
 }

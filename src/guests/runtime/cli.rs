@@ -1,0 +1,180 @@
+//! `walden guest list|start|stop|restart|console NAME`: a thin client of the
+//! control socket; `console` runs `virsh console` (Ctrl-] leaves).
+
+use super::libvirt::SYSTEM_URI;
+use super::table::GuestStatus;
+use crate::control::Request;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long start/stop/restart wait for the supervisor's answer.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `walden guest ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum GuestCommand {
+    /// Show every guest: state, pid, restarts, memory, vcpus, why not running.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a guest (also one that failed: the crash count starts over).
+    Start {
+        /// Guest name (guests/NAME.toml).
+        name: String,
+    },
+    /// Stop a guest: ACPI shutdown, forced off after its shutdown_timeout.
+    Stop {
+        /// Guest name.
+        name: String,
+    },
+    /// Restart a guest (applies a pending config change).
+    Restart {
+        /// Guest name.
+        name: String,
+    },
+    /// Attach to a guest's serial console; Ctrl-] leaves.
+    Console {
+        /// Guest name.
+        name: String,
+    },
+}
+
+/// Run a `walden guest` command against the supervisor on `socket`.
+pub fn command(cmd: GuestCommand, socket: &Path) -> anyhow::Result<u8> {
+    match cmd {
+        GuestCommand::List { json } => list(socket, json),
+        GuestCommand::Start { name } => op(socket, "start", &name),
+        GuestCommand::Stop { name } => op(socket, "stop", &name),
+        GuestCommand::Restart { name } => op(socket, "restart", &name),
+        GuestCommand::Console { name } => {
+            // exec only returns on failure.
+            let err = std::process::Command::new("virsh")
+                .args(["-c", SYSTEM_URI, "console", &name])
+                .exec();
+            anyhow::bail!("cannot run virsh console {name}: {err}; is libvirt-clients installed?")
+        }
+    }
+}
+
+fn list(socket: &Path, json: bool) -> anyhow::Result<u8> {
+    let response = crate::cli::call(socket, &Request::Status)?;
+    let guests = response.result.map(|s| s.guests).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &guests)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(render(&guests).as_bytes())?;
+    }
+    Ok(0)
+}
+
+/// The `walden guest list` table.
+pub fn render(guests: &[GuestStatus]) -> String {
+    if guests.is_empty() {
+        return "no guests\n".into();
+    }
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "STATE".into(),
+        "PID".into(),
+        "RESTARTS".into(),
+        "MEMORY".into(),
+        "VCPUS".into(),
+        "NOTE".into(),
+    ]];
+    for g in guests {
+        let state = serde_json::to_value(g.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut note = g.last_error.clone().unwrap_or_default();
+        if g.restart_pending {
+            note = format!(
+                "restart pending{}{note}",
+                if note.is_empty() { "" } else { "; " }
+            );
+        }
+        rows.push([
+            g.name.clone(),
+            state,
+            g.pid.map_or("-".into(), |p| p.to_string()),
+            g.restarts.to_string(),
+            g.memory.clone(),
+            g.vcpus.to_string(),
+            note,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Send `{"action":"guest","op":..,"name":..}` and print the answer's message.
+fn op(socket: &Path, op: &str, name: &str) -> anyhow::Result<u8> {
+    let request = Request::Guest {
+        op: op.to_string(),
+        name: name.to_string(),
+    };
+    let response = crate::cli::call_with(socket, &request, TIMEOUT)?;
+    let message = response
+        .report
+        .as_ref()
+        .and_then(|r| r["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{op} {name}: done"));
+    println!("{message}");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guests::runtime::GuestState;
+
+    #[test]
+    fn list_table_shows_state_pid_and_why() {
+        let g = |name: &str, state, pid, err: Option<&str>, pending| GuestStatus {
+            name: name.into(),
+            state,
+            pid,
+            restarts: 1,
+            last_error: err.map(str::to_string),
+            restart_pending: pending,
+            autostart: true,
+            memory: "512MiB".into(),
+            vcpus: 2,
+        };
+        let text = render(&[
+            g("alpha", GuestState::Running, Some(42), None, true),
+            g("beta", GuestState::Failed, None, Some("crash loop"), false),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NAME   STATE    PID"), "{text}");
+        assert!(
+            lines[1].contains("running")
+                && lines[1].contains("42")
+                && lines[1].ends_with("restart pending"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("failed") && lines[2].ends_with("crash loop"),
+            "{text}"
+        );
+        assert_eq!(render(&[]), "no guests\n");
+    }
+}

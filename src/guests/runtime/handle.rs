@@ -1,0 +1,344 @@
+//! [`GuestHandle`]: how the rest of walden (bring-up, control socket,
+//! shutdown) works with guests. Cheap to clone, usable from any thread;
+//! every method returns within bounded time (libvirt calls are timed).
+
+use super::backend::Backend;
+use super::engine::{lock, Engine, StartHook};
+use super::error::RuntimeError;
+use super::hypervisor::{Hypervisor, Timed};
+use super::policy::Policy;
+use super::table::{Entry, GuestState, GuestStatus, StopOp, ThenDo};
+use crate::config::Config;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest host shutdown of the guests: below PID 1's limit for the whole
+/// supervisor ([`crate::pid1::SUPERVISOR_STOP_TIMEOUT`], 300 s), so the
+/// services still get their stop timeouts afterwards.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(270);
+
+/// What a reconcile did, by guest name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    /// New guests: defined, and started when `autostart`.
+    pub added: Vec<String>,
+    /// Removed guests: shutting down, then undefined.
+    pub removed: Vec<String>,
+    /// Redefined; running ones are marked "restart pending".
+    pub changed: Vec<String>,
+    /// Changed running guests restarted (`restart_changed`).
+    pub restarted: Vec<String>,
+    /// Left alone.
+    pub unchanged: Vec<String>,
+    /// Guests that could not be (re)defined, with why.
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for ReconcileReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows = [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("changed (restart pending)", &self.changed),
+            ("restarted", &self.restarted),
+            ("unchanged", &self.unchanged),
+        ];
+        for (what, names) in rows {
+            if !names.is_empty() {
+                writeln!(f, "guests {what}: {}", names.join(", "))?;
+            }
+        }
+        for e in &self.errors {
+            writeln!(f, "guest error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The guest runtime, shared.
+#[derive(Clone)]
+pub struct GuestHandle {
+    engine: Arc<Engine>,
+}
+
+impl GuestHandle {
+    /// A runtime over `hypervisor` (every call wrapped in
+    /// [`Policy::call_timeout`]). No guest is touched until [`Self::reconcile`].
+    pub fn new(hypervisor: Arc<dyn Hypervisor>, backend: Backend, policy: Policy) -> Self {
+        let timed: Arc<dyn Hypervisor> = Arc::new(Timed::new(hypervisor, policy.call_timeout));
+        Self {
+            engine: Arc::new(Engine::new(timed, backend, policy)),
+        }
+    }
+
+    /// Call `hook` after every successful start (tap VLANs and the like).
+    pub fn set_on_start(&self, hook: StartHook) {
+        *lock(&self.engine.on_start) = Some(hook);
+    }
+
+    /// Bring libvirt in line with `config`: define and start new guests,
+    /// shut down and undefine removed ones, redefine changed ones (marked
+    /// "restart pending" while running; restarted when `restart_changed`).
+    /// Starts and stops happen in the background (or in [`Self::settle`]).
+    pub fn reconcile(
+        &self,
+        config: &Config,
+        restart_changed: bool,
+    ) -> Result<ReconcileReport, RuntimeError> {
+        let engine = &self.engine;
+        let _turn = lock(&engine.turn);
+        if lock(&engine.table).shutting_down {
+            return Err(shutting_down());
+        }
+        let mut report = ReconcileReport::default();
+        for guest in &config.guests {
+            let name = guest.name.to_string();
+            let xml = match engine.backend.render(guest, config) {
+                Ok(xml) => xml,
+                Err(e) => {
+                    report.errors.push(e.to_string());
+                    continue;
+                }
+            };
+            let known = lock(&engine.table).get(&name).map(|e| e.xml.clone());
+            match known {
+                Some(old) if old == xml => {
+                    // Settings outside the domain XML (after, restart,
+                    // shutdown_timeout, autostart) apply at once.
+                    let mut table = lock(&engine.table);
+                    if let Some(e) = table.get_mut(&name) {
+                        if guest.autostart && !e.config.autostart && e.state == GuestState::Stopped
+                        {
+                            e.reset_for_start();
+                        }
+                        e.config = guest.clone();
+                    }
+                    report.unchanged.push(name);
+                }
+                Some(_) => {
+                    if let Err(e) = engine.hv.define(&name, &xml) {
+                        report.errors.push(e.to_string());
+                        continue;
+                    }
+                    let mut table = lock(&engine.table);
+                    if let Some(e) = table.get_mut(&name) {
+                        e.config = guest.clone();
+                        e.xml = xml;
+                        let running = matches!(e.state, GuestState::Running | GuestState::Stopping);
+                        if running && restart_changed {
+                            e.restart_pending = true;
+                            e.stop.get_or_insert(StopOp::new(ThenDo::Start)).then = ThenDo::Start;
+                            report.restarted.push(name);
+                        } else {
+                            e.restart_pending = running;
+                            report.changed.push(name);
+                        }
+                    }
+                }
+                None => {
+                    if let Err(e) = engine.hv.define(&name, &xml) {
+                        report.errors.push(e.to_string());
+                        continue;
+                    }
+                    let entry = Entry::new(guest.clone(), xml, guest.autostart);
+                    lock(&engine.table).entries.push(entry);
+                    report.added.push(name);
+                }
+            }
+        }
+        let mut table = lock(&engine.table);
+        for e in table.entries.iter_mut() {
+            if config.guest(e.name()).is_none() {
+                e.want = false;
+                e.stop = Some(StopOp {
+                    then: ThenDo::Undefine,
+                    ..e.stop.unwrap_or(StopOp::new(ThenDo::Undefine))
+                });
+                report.removed.push(e.name().to_string());
+            }
+        }
+        table.sort();
+        drop(table);
+        engine.poke();
+        Ok(report)
+    }
+
+    /// Start guest `name` (also after a failure: the crash count starts over).
+    pub fn start(&self, name: &str) -> Result<String, RuntimeError> {
+        self.request(name, |e| match e.state {
+            GuestState::Running => format!("{name} is already running"),
+            _ => {
+                e.reset_for_start();
+                format!("starting {name}")
+            }
+        })
+    }
+
+    /// Stop guest `name`: ACPI shutdown, forced off after its `shutdown_timeout`.
+    pub fn stop(&self, name: &str) -> Result<String, RuntimeError> {
+        self.request(name, |e| {
+            e.want = false;
+            e.next_start = None;
+            match e.state {
+                GuestState::Running | GuestState::Stopping => {
+                    let timeout = e.config.shutdown_timeout;
+                    e.stop.get_or_insert(StopOp::new(ThenDo::Nothing)).then = ThenDo::Nothing;
+                    format!(
+                        "stopping {name} (ACPI shutdown; forced off after {})",
+                        crate::supervisor::backoff::Human(timeout)
+                    )
+                }
+                _ => {
+                    e.state = GuestState::Stopped;
+                    format!("{name} is not running")
+                }
+            }
+        })
+    }
+
+    /// Restart guest `name` with its current definition (applies a pending change).
+    pub fn restart(&self, name: &str) -> Result<String, RuntimeError> {
+        self.request(name, |e| match e.state {
+            GuestState::Running | GuestState::Stopping => {
+                e.want = true;
+                e.stop.get_or_insert(StopOp::new(ThenDo::Start)).then = ThenDo::Start;
+                format!("restarting {name} (ACPI shutdown, then start)")
+            }
+            _ => {
+                e.reset_for_start();
+                format!("starting {name}")
+            }
+        })
+    }
+
+    /// A guest command from the control socket (`{"action":"guest",
+    /// "op":"start|stop|restart","name":".."}`): the answer's report is
+    /// `{"message": ".."}`.
+    pub fn command(&self, op: &str, name: &str) -> Result<serde_json::Value, String> {
+        let result = match op {
+            "start" => self.start(name),
+            "stop" => self.stop(name),
+            "restart" => self.restart(name),
+            other => {
+                return Err(format!(
+                    "unknown guest operation {other:?}; use start, stop or restart"
+                ))
+            }
+        };
+        result
+            .map(|message| serde_json::json!({ "message": message }))
+            .map_err(|e| e.to_string())
+    }
+
+    fn request(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Entry) -> String,
+    ) -> Result<String, RuntimeError> {
+        let mut table = lock(&self.engine.table);
+        if table.shutting_down {
+            return Err(shutting_down());
+        }
+        let entry = table
+            .get_mut(name)
+            .ok_or_else(|| RuntimeError::UnknownGuest {
+                name: name.to_string(),
+            })?;
+        let msg = f(entry);
+        drop(table);
+        tracing::info!(guest = %name, "{msg}");
+        self.engine.poke();
+        Ok(msg)
+    }
+
+    /// Host shutdown: ACPI shutdown to every running guest, dependents
+    /// before their prerequisites, each forced off after its
+    /// `shutdown_timeout`. Returns when all are off or after `limit`; the
+    /// text says what happened.
+    pub fn shutdown_all(&self, limit: Duration) -> String {
+        let engine = &self.engine;
+        lock(&engine.table).shutting_down = true;
+        let deadline = Instant::now() + limit;
+        let mut failures = 0;
+        loop {
+            match engine.turn() {
+                Ok(_) => failures = 0,
+                Err(_) => failures += 1,
+            }
+            let up: Vec<String> = lock(&engine.table)
+                .entries
+                .iter()
+                .filter(|e| matches!(e.state, GuestState::Running | GuestState::Stopping))
+                .map(|e| e.name().to_string())
+                .collect();
+            if up.is_empty() {
+                break "all guests are off".to_string();
+            }
+            if failures >= 5 {
+                break format!(
+                    "libvirt does not answer; guests possibly still running: {}",
+                    up.join(", ")
+                );
+            }
+            if Instant::now() >= deadline {
+                for name in &up {
+                    let _ = engine.hv.destroy(name);
+                }
+                break format!("forced off after {} s: {}", limit.as_secs(), up.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every guest's status, in start order. Reads walden's table only
+    /// (refreshed every poll), so it never waits for libvirt.
+    pub fn statuses(&self) -> Vec<GuestStatus> {
+        lock(&self.engine.table).statuses()
+    }
+
+    /// Run turns on this thread until every wanted guest runs or failed,
+    /// or `timeout` passes (bring-up).
+    pub fn settle(&self, timeout: Duration) -> bool {
+        self.engine.settle(timeout)
+    }
+
+    /// Start the background monitor (restarts, requested starts and
+    /// stops); a second call does nothing.
+    pub fn spawn_monitor(&self) -> Result<(), RuntimeError> {
+        let mut started = lock(&self.engine.monitor_started);
+        if *started {
+            return Ok(());
+        }
+        *started = true;
+        let engine = self.engine.clone();
+        std::thread::Builder::new()
+            .name("guests".into())
+            .spawn(move || engine.monitor())
+            .map(|_| ())
+            .map_err(|e| RuntimeError::Thread {
+                what: "guest monitor",
+                message: e.to_string(),
+            })
+    }
+
+    /// End the monitor thread (after [`Self::shutdown_all`]).
+    pub fn stop_monitor(&self) {
+        *lock(&self.engine.stop_monitor) = true;
+        self.engine.wake.notify_all();
+    }
+
+    /// One monitoring turn on this thread (tests, bring-up).
+    pub fn turn(&self) -> Result<usize, RuntimeError> {
+        self.engine.turn()
+    }
+}
+
+fn shutting_down() -> RuntimeError {
+    RuntimeError::Libvirt {
+        op: "change",
+        guest: "(any)".into(),
+        message: "the host is shutting down".into(),
+    }
+}

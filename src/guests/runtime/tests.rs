@@ -1,0 +1,479 @@
+//! The guest runtime against libvirt's `test:///default` driver: the real
+//! [`Libvirt`] implementation and the real engine, with a recording
+//! wrapper that can also inject a start failure, a guest that ignores ACPI,
+//! or a slow call.
+//!
+//! `test:///default` is shared by every connection of the process, so each
+//! test uses guest names of its own.
+
+use super::backend::Backend;
+use super::hypervisor::{DomainInfo, DomainState, Hypervisor, StopReason};
+use super::libvirt::Libvirt;
+use super::*;
+use crate::config::Config;
+use crate::guests::env::{DomainEnv, DomainType};
+use crate::supervisor::backoff::{Backoff, CrashLimit};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TEST_URI: &str = "test:///default";
+
+/// The real libvirt client, recording every changing call.
+struct Recorder {
+    inner: Libvirt,
+    calls: Mutex<Vec<String>>,
+    fail_start: Mutex<HashSet<String>>,
+    ignore_shutdown: Mutex<HashSet<String>>,
+    slow: Mutex<Option<Duration>>,
+}
+
+impl Recorder {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: Libvirt::new(TEST_URI, None),
+            calls: Mutex::new(Vec::new()),
+            fail_start: Mutex::new(HashSet::new()),
+            ignore_shutdown: Mutex::new(HashSet::new()),
+            slow: Mutex::new(None),
+        })
+    }
+    fn log(&self, call: &str, name: &str) {
+        self.calls.lock().unwrap().push(format!("{call} {name}"));
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn index(&self, call: &str) -> usize {
+        self.calls()
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("no call {call:?} in {:?}", self.calls()))
+    }
+}
+
+impl Hypervisor for Recorder {
+    fn define(&self, name: &str, xml: &str) -> Result<(), RuntimeError> {
+        self.log("define", name);
+        self.inner.define(name, xml)
+    }
+    fn undefine(&self, name: &str) -> Result<(), RuntimeError> {
+        self.log("undefine", name);
+        self.inner.undefine(name)
+    }
+    fn start(&self, name: &str) -> Result<(), RuntimeError> {
+        self.log("start", name);
+        if self.fail_start.lock().unwrap().contains(name) {
+            return Err(RuntimeError::Libvirt {
+                op: "start",
+                guest: name.into(),
+                message: "injected failure".into(),
+            });
+        }
+        self.inner.start(name)
+    }
+    fn shutdown(&self, name: &str) -> Result<(), RuntimeError> {
+        self.log("shutdown", name);
+        if self.ignore_shutdown.lock().unwrap().contains(name) {
+            return Ok(());
+        }
+        self.inner.shutdown(name)
+    }
+    fn destroy(&self, name: &str) -> Result<(), RuntimeError> {
+        self.log("destroy", name);
+        self.inner.destroy(name)
+    }
+    fn state(&self, name: &str) -> Result<Option<DomainState>, RuntimeError> {
+        self.inner.state(name)
+    }
+    fn list(&self) -> Result<Vec<DomainInfo>, RuntimeError> {
+        let slow = *self.slow.lock().unwrap();
+        if let Some(d) = slow {
+            std::thread::sleep(d);
+        }
+        self.inner.list()
+    }
+}
+
+fn quick_policy() -> Policy {
+    Policy {
+        backoff: Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            factor: 2.0,
+        },
+        crash_limit: CrashLimit {
+            max_restarts: 2,
+            window: Duration::from_secs(60),
+        },
+        poll: Duration::from_millis(50),
+        call_timeout: Duration::from_secs(10),
+    }
+}
+
+/// A config with guests given as (name, extra TOML lines).
+fn config(guests: &[(&str, &str)]) -> Config {
+    let files: Vec<(String, String)> = guests
+        .iter()
+        .map(|(name, extra)| {
+            (
+                format!("{name}.toml"),
+                format!("schema = 1\nmemory = \"64MiB\"\n{extra}\n"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    crate::config::from_strs("schema = 1\nhostname = \"h\"\n", &refs)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn handle(rec: &Arc<Recorder>) -> GuestHandle {
+    let backend = Backend::new(DomainEnv::new(DomainType::Test), None);
+    GuestHandle::new(rec.clone(), backend, quick_policy())
+}
+
+fn status(h: &GuestHandle, name: &str) -> GuestStatus {
+    h.statuses()
+        .into_iter()
+        .find(|g| g.name == name)
+        .unwrap_or_else(|| panic!("no guest {name}"))
+}
+
+/// Run turns until `cond` holds (at most 10 s).
+fn turn_until(h: &GuestHandle, what: &str, cond: impl Fn(&GuestHandle) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond(h) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            h.statuses()
+        );
+        h.turn().unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Remove this test's domains from the shared driver.
+fn cleanup(rec: &Recorder, names: &[&str]) {
+    for n in names {
+        let _ = rec.inner.destroy(n);
+        let _ = rec.inner.undefine(n);
+    }
+}
+
+#[test]
+fn guests_start_in_after_order_and_non_autostart_ones_are_only_defined() {
+    let rec = Recorder::new();
+    let names = ["ord-a", "ord-b", "ord-c", "ord-d"];
+    cleanup(&rec, &names);
+    let h = handle(&rec);
+    // ord-a runs after ord-c; ord-d is defined but not started.
+    let c = config(&[
+        ("ord-a", "after = [\"ord-c\"]"),
+        ("ord-b", ""),
+        ("ord-c", ""),
+        ("ord-d", "autostart = false"),
+    ]);
+    let report = h.reconcile(&c, false).unwrap();
+    assert_eq!(report.added, names);
+    assert!(h.settle(Duration::from_secs(10)), "{:?}", h.statuses());
+    assert!(rec.index("start ord-c") < rec.index("start ord-a"));
+    for n in ["ord-a", "ord-b", "ord-c"] {
+        assert_eq!(status(&h, n).state, GuestState::Running, "{n}");
+        assert_eq!(rec.inner.state(n).unwrap(), Some(DomainState::Running));
+    }
+    assert_eq!(status(&h, "ord-d").state, GuestState::Stopped);
+    assert_eq!(
+        rec.inner.state("ord-d").unwrap(),
+        Some(DomainState::ShutOff(StopReason::Other))
+    );
+    assert!(!rec.calls().contains(&"start ord-d".to_string()));
+    let d = status(&h, "ord-d");
+    assert_eq!(
+        (d.memory.as_str(), d.vcpus, d.autostart),
+        ("64MiB", 1, false)
+    );
+    cleanup(&rec, &names);
+}
+
+#[test]
+fn a_guest_whose_prerequisite_failed_does_not_start_and_says_why() {
+    let rec = Recorder::new();
+    let names = ["pre-a", "pre-b"];
+    cleanup(&rec, &names);
+    rec.fail_start.lock().unwrap().insert("pre-a".into());
+    let h = handle(&rec);
+    let c = config(&[
+        ("pre-a", "restart = \"never\""),
+        ("pre-b", "after = [\"pre-a\"]"),
+    ]);
+    h.reconcile(&c, false).unwrap();
+    assert!(h.settle(Duration::from_secs(10)), "{:?}", h.statuses());
+    let a = status(&h, "pre-a");
+    assert_eq!(a.state, GuestState::Failed);
+    assert!(a.last_error.unwrap().contains("injected failure"));
+    let b = status(&h, "pre-b");
+    assert_eq!(b.state, GuestState::Failed);
+    assert!(
+        b.last_error
+            .as_deref()
+            .unwrap()
+            .contains("prerequisite pre-a failed"),
+        "{b:?}"
+    );
+    assert!(!rec.calls().contains(&"start pre-b".to_string()));
+    // Once the prerequisite is fixed and started, the dependent follows.
+    rec.fail_start.lock().unwrap().clear();
+    h.start("pre-a").unwrap();
+    turn_until(&h, "pre-b running", |h| {
+        status(h, "pre-b").state == GuestState::Running
+    });
+    cleanup(&rec, &names);
+}
+
+#[test]
+fn restart_policy_decides_after_a_crash_or_a_clean_shutdown() {
+    let rec = Recorder::new();
+    let names = ["pol-always", "pol-fail", "pol-never"];
+    cleanup(&rec, &names);
+    let h = handle(&rec);
+    let c = config(&[
+        ("pol-always", "restart = \"always\""),
+        ("pol-fail", "restart = \"on-failure\""),
+        ("pol-never", "restart = \"never\""),
+    ]);
+    h.reconcile(&c, false).unwrap();
+    assert!(h.settle(Duration::from_secs(10)));
+
+    // Clean shutdown from inside: only "always" comes back.
+    rec.inner.shutdown("pol-always").unwrap();
+    rec.inner.shutdown("pol-fail").unwrap();
+    turn_until(&h, "restart of pol-always", |h| {
+        status(h, "pol-always").restarts == 1
+            && status(h, "pol-always").state == GuestState::Running
+    });
+    turn_until(&h, "pol-fail stopped", |h| {
+        status(h, "pol-fail").state == GuestState::Stopped
+    });
+
+    // A crash (forced off behind walden's back): on-failure restarts, never fails.
+    h.start("pol-fail").unwrap();
+    turn_until(&h, "pol-fail running", |h| {
+        status(h, "pol-fail").state == GuestState::Running
+    });
+    rec.inner.destroy("pol-fail").unwrap();
+    rec.inner.destroy("pol-never").unwrap();
+    turn_until(&h, "restart of pol-fail", |h| {
+        status(h, "pol-fail").restarts == 1 && status(h, "pol-fail").state == GuestState::Running
+    });
+    turn_until(&h, "pol-never failed", |h| {
+        status(h, "pol-never").state == GuestState::Failed
+    });
+    assert!(status(&h, "pol-never")
+        .last_error
+        .unwrap()
+        .contains("restart = never"));
+    cleanup(&rec, &names);
+}
+
+#[test]
+fn a_crash_loop_stops_after_the_limit_and_status_says_so() {
+    let rec = Recorder::new();
+    let names = ["loop-a"];
+    cleanup(&rec, &names);
+    let h = handle(&rec);
+    h.reconcile(&config(&[("loop-a", "restart = \"always\"")]), false)
+        .unwrap();
+    assert!(h.settle(Duration::from_secs(10)));
+    // The limit is 2 restarts: the third crash is the loop.
+    for round in 1..=2 {
+        rec.inner.destroy("loop-a").unwrap();
+        turn_until(&h, "restart", |h| {
+            let s = status(h, "loop-a");
+            s.restarts == round && s.state == GuestState::Running
+        });
+    }
+    rec.inner.destroy("loop-a").unwrap();
+    turn_until(&h, "failed", |h| {
+        status(h, "loop-a").state == GuestState::Failed
+    });
+    let s = status(&h, "loop-a");
+    assert!(s.last_error.unwrap().starts_with("crash loop: 2 restarts"));
+    // Stays off.
+    for _ in 0..5 {
+        h.turn().unwrap();
+    }
+    assert_eq!(
+        rec.inner.state("loop-a").unwrap(),
+        Some(DomainState::ShutOff(StopReason::Destroyed))
+    );
+    // An explicit start forgets the loop.
+    h.start("loop-a").unwrap();
+    turn_until(&h, "running again", |h| {
+        status(h, "loop-a").state == GuestState::Running
+    });
+    cleanup(&rec, &names);
+}
+
+#[test]
+fn reconcile_adds_removes_and_marks_changed_guests() {
+    let rec = Recorder::new();
+    let names = ["rec-a", "rec-b", "rec-c"];
+    cleanup(&rec, &names);
+    let h = handle(&rec);
+    h.reconcile(&config(&[("rec-a", ""), ("rec-b", "")]), false)
+        .unwrap();
+    assert!(h.settle(Duration::from_secs(10)));
+    let starts_of_a = |r: &Recorder| r.calls().iter().filter(|c| *c == "start rec-a").count();
+    assert_eq!(starts_of_a(&rec), 1);
+
+    // Same config again: nothing changes at all.
+    let before = rec.calls().len();
+    let report = h
+        .reconcile(&config(&[("rec-a", ""), ("rec-b", "")]), false)
+        .unwrap();
+    assert_eq!(report.unchanged, ["rec-a", "rec-b"]);
+    h.turn().unwrap();
+    assert_eq!(rec.calls().len(), before, "{:?}", rec.calls());
+
+    // Add rec-c, remove rec-b, leave rec-a alone.
+    let report = h
+        .reconcile(&config(&[("rec-a", ""), ("rec-c", "")]), false)
+        .unwrap();
+    assert_eq!(
+        (report.added, report.removed, report.unchanged),
+        (
+            vec!["rec-c".to_string()],
+            vec!["rec-b".to_string()],
+            vec!["rec-a".to_string()]
+        )
+    );
+    turn_until(&h, "rec-b gone, rec-c running", |h| {
+        h.statuses().iter().all(|g| g.name != "rec-b")
+            && status(h, "rec-c").state == GuestState::Running
+    });
+    assert_eq!(
+        rec.inner.state("rec-b").unwrap(),
+        None,
+        "rec-b is undefined"
+    );
+    assert!(rec.index("shutdown rec-b") < rec.index("undefine rec-b"));
+    assert_eq!(starts_of_a(&rec), 1, "rec-a untouched");
+
+    // Change rec-a: redefined, restart pending, still running the old one.
+    let changed = config(&[("rec-a", "vcpus = 2"), ("rec-c", "")]);
+    let report = h.reconcile(&changed, false).unwrap();
+    assert_eq!(report.changed, ["rec-a"]);
+    h.turn().unwrap();
+    let a = status(&h, "rec-a");
+    assert!(a.restart_pending && a.state == GuestState::Running, "{a:?}");
+    assert_eq!(starts_of_a(&rec), 1);
+
+    // An explicit restart applies it.
+    h.restart("rec-a").unwrap();
+    turn_until(&h, "rec-a restarted", |h| {
+        let a = status(h, "rec-a");
+        !a.restart_pending && a.state == GuestState::Running
+    });
+    assert_eq!(starts_of_a(&rec), 2);
+    assert_eq!(status(&h, "rec-a").vcpus, 2);
+
+    // apply --restart-changed restarts at once.
+    let report = h
+        .reconcile(&config(&[("rec-a", "vcpus = 3"), ("rec-c", "")]), true)
+        .unwrap();
+    assert_eq!(report.restarted, ["rec-a"]);
+    turn_until(&h, "rec-a restarted again", |h| {
+        let a = status(h, "rec-a");
+        !a.restart_pending && a.state == GuestState::Running && a.vcpus == 3
+    });
+    assert_eq!(starts_of_a(&rec), 3);
+    cleanup(&rec, &names);
+}
+
+#[test]
+fn host_shutdown_stops_dependents_first_and_forces_off_after_the_timeout() {
+    let rec = Recorder::new();
+    let names = ["sd-a", "sd-b", "sd-c"];
+    cleanup(&rec, &names);
+    let h = handle(&rec);
+    // sd-b needs sd-a; sd-c ignores ACPI and is forced off after 1 s.
+    rec.ignore_shutdown.lock().unwrap().insert("sd-c".into());
+    h.reconcile(
+        &config(&[
+            ("sd-a", ""),
+            ("sd-b", "after = [\"sd-a\"]"),
+            ("sd-c", "shutdown_timeout = \"1s\""),
+        ]),
+        false,
+    )
+    .unwrap();
+    assert!(h.settle(Duration::from_secs(10)));
+    h.spawn_monitor().unwrap();
+    let t0 = Instant::now();
+    let msg = h.shutdown_all(Duration::from_secs(20));
+    h.stop_monitor();
+    assert_eq!(msg, "all guests are off");
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+    assert!(rec.index("shutdown sd-b") < rec.index("shutdown sd-a"));
+    assert!(rec.index("shutdown sd-c") < rec.index("destroy sd-c"));
+    assert!(!rec.calls().contains(&"destroy sd-a".to_string()));
+    for n in names {
+        assert_eq!(status(&h, n).state, GuestState::Stopped, "{n}");
+        assert!(!rec.inner.state(n).unwrap().unwrap().is_active());
+    }
+    // Nothing restarts after a host shutdown, and requests are refused.
+    assert!(h.start("sd-a").is_err());
+    cleanup(&rec, &names);
+}
+
+#[test]
+fn requests_name_unknown_guests_and_commands_answer_with_a_message() {
+    let rec = Recorder::new();
+    cleanup(&rec, &["cmd-a"]);
+    let h = handle(&rec);
+    h.reconcile(&config(&[("cmd-a", "autostart = false")]), false)
+        .unwrap();
+    let err = h.stop("nope").unwrap_err().to_string();
+    assert!(err.contains("no guest named \"nope\""), "{err}");
+    let v = h.command("start", "cmd-a").unwrap();
+    assert_eq!(v["message"], "starting cmd-a");
+    assert!(h
+        .command("pause", "cmd-a")
+        .unwrap_err()
+        .contains("unknown guest operation"));
+    turn_until(&h, "cmd-a running", |h| {
+        status(h, "cmd-a").state == GuestState::Running
+    });
+    let v = h.command("stop", "cmd-a").unwrap();
+    assert!(v["message"].as_str().unwrap().starts_with("stopping cmd-a"));
+    turn_until(&h, "cmd-a stopped", |h| {
+        status(h, "cmd-a").state == GuestState::Stopped
+    });
+    cleanup(&rec, &["cmd-a"]);
+}
+
+#[test]
+fn a_hung_libvirt_call_times_out_instead_of_blocking() {
+    let rec = Recorder::new();
+    *rec.slow.lock().unwrap() = Some(Duration::from_secs(3));
+    let timed = Timed::new(rec.clone(), Duration::from_millis(200));
+    let t0 = Instant::now();
+    let err = timed.list().unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(matches!(err, RuntimeError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("within 1 s"), "{err}");
+}
+
+#[test]
+fn an_unreachable_libvirt_is_an_error_not_a_hang() {
+    let hv = Libvirt::new("test:///nonexistent/walden-test.xml", None);
+    let err = hv.list().unwrap_err().to_string();
+    assert!(
+        err.starts_with("cannot connect to libvirt at test:///nonexistent"),
+        "{err}"
+    );
+}
