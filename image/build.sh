@@ -7,7 +7,9 @@
 # second run with nothing changed only checks; a changed walden binary
 # re-squashes the cached root without running mmdebstrap again.
 #
-# Env: WALDEN_VERSION (default: Cargo.toml's version), WALDEN_BIN (use this
+# Env: WALDEN_STAGE1_BIN (the initramfs's walden; default: a build without
+#      libvirt, or WALDEN_BIN when that is set),
+#      WALDEN_VERSION (default: Cargo.toml's version), WALDEN_BIN (use this
 # binary instead of `cargo build --release`), WALDEN_USB_SIZE_MB,
 # WALDEN_GRUB_TIMEOUT, WALDEN_CMDLINE_EXTRA, WALDEN_SQUASHFS_LEVEL,
 # WALDEN_USB_VERSIONS (versions on the USB image, default: this one),
@@ -19,13 +21,22 @@ t0=$(date +%s)
 "$IMAGE/deps.sh"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 0)}"
 
+# Two builds of the one walden program: the initramfs gets one without
+# libvirt (stage 1 never runs guests; linking libvirt would pull ~20 MiB of
+# libraries into the initramfs), the root file system the full one. Built
+# in this order so target/release/walden ends up the full binary.
 if [ -n "${WALDEN_BIN:-}" ]; then
     bin="$WALDEN_BIN"
+    stage1="${WALDEN_STAGE1_BIN:-$WALDEN_BIN}"
 else
-    (cd "$REPO" && cargo build --release --quiet --bin walden)
+    (cd "$REPO" && cargo build --release --quiet --bin walden --no-default-features &&
+        cp target/release/walden target/release/walden-stage1 &&
+        cargo build --release --quiet --bin walden)
     bin="$REPO/target/release/walden"
+    stage1="$REPO/target/release/walden-stage1"
 fi
 [ -x "$bin" ] || die "walden binary $bin missing"
+[ -x "$stage1" ] || die "stage 1 walden binary $stage1 missing"
 
 rootdir="$("$IMAGE/mkroot.sh")"
 kver="$(cat "$rootdir/kernel-version")"
@@ -53,11 +64,11 @@ if ! up_to_date "$out/.stamp-squashfs" "$key" "$out/root.squashfs"; then
 fi
 
 # Initramfs.
-key="$(hash_inputs "$bin" "$IMAGE/mkinitramfs.sh" "$IMAGE/initramfs-modules.txt" \
+key="$(hash_inputs "$stage1" "$IMAGE/mkinitramfs.sh" "$IMAGE/initramfs-modules.txt" \
     "${WALDEN_BUSYBOX:-/bin/busybox}"; echo "$rootdir")"
 if ! up_to_date "$out/.stamp-initrd" "$key" "$out/initrd.img"; then
     log "initrd.img: assembling"
-    "$IMAGE/mkinitramfs.sh" "$rootdir/rootfs" "$kver" "$bin" "$out/initrd.img"
+    "$IMAGE/mkinitramfs.sh" "$rootdir/rootfs" "$kver" "$stage1" "$out/initrd.img"
     echo "$key" > "$out/.stamp-initrd"
 fi
 

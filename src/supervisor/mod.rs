@@ -4,8 +4,10 @@
 //! crash-loop limit, and an orderly stop in reverse dependency order on
 //! SIGTERM/SIGINT.
 //!
-//! Outside PID 1 the supervisor makes itself a child subreaper so orphans of
-//! services are reparented to it and reaped. Services start with a clean
+//! Run standalone, the supervisor makes itself a child subreaper so orphans
+//! of services are reparented to it and reaped. On the appliance orphans go
+//! to walden's PID 1, which reaps them at once (libvirt's daemonized QEMU
+//! processes must vanish promptly when they exit). Services start with a clean
 //! environment and signal state, in their own session, without inherited
 //! fds; their stdout/stderr lines are logged with `service=NAME`.
 //!
@@ -195,7 +197,12 @@ pub fn run(args: SuperviseArgs) -> anyhow::Result<()> {
     if mode == Mode::Pid1 {
         status.lock().kernel_ms = kernel_uptime_ms(&paths.proc);
     }
-    if std::process::id() != 1 {
+    // Only a standalone supervisor collects orphans itself. On the
+    // appliance (and under systemd) orphans go to init, which reaps them at
+    // once: libvirt daemonizes QEMU and waits for the process to vanish
+    // when it stops one, and this loop does not reap while a bring-up step
+    // or a config apply runs on its thread (define then took >30 s).
+    if std::process::id() != 1 && mode == Mode::Standalone {
         if let Err(e) = reaper::become_subreaper() {
             tracing::warn!(
                 "cannot become a child subreaper ({e}); orphans of services go to PID 1"

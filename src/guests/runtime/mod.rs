@@ -23,6 +23,11 @@ pub mod engine;
 pub mod error;
 pub mod handle;
 pub mod hypervisor;
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
+// The stage 1 build (initramfs) has no libvirt: same API, every call fails.
+#[cfg(not(feature = "libvirt"))]
+#[path = "libvirt_absent.rs"]
 pub mod libvirt;
 pub mod order;
 pub mod plan;
