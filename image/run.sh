@@ -33,9 +33,17 @@ if [ ! -d "$config" ]; then
     mkdir -p "$config"
     printf 'schema = 1\nhostname = "walden"\n' > "$config/host.toml"
 fi
+# Guests booting the tiny guest of examples/minimal get it on the disk
+# (the image's kernel + a busybox initramfs; qemu-tests/src/guest_assets.rs).
+rm -rf "$run/config-src"
+cp -a "$config" "$run/config-src"
+if grep -qs '/config/images/tiny/' "$run/config-src"/guests/*.toml; then
+    log "adding the tiny guest's kernel and initramfs to the config disk"
+    (cd "$REPO" && cargo run --quiet -p qemu-tests --bin tiny-guest -- "$run/config-src")
+fi
 rm -f "$run/config.img"
 truncate -s 256M "$run/config.img"
-mkfs.ext4 -q -F -L WALDEN-CONFIG -d "$config" "$run/config.img"
+mkfs.ext4 -q -F -L WALDEN-CONFIG -d "$run/config-src" "$run/config.img"
 
 args=(-machine q35 -accel tcg -cpu max -m 2048 -smp 2 -nographic)
 if [ "$firmware" = uefi ]; then

@@ -50,3 +50,38 @@ pub const FATAL: &[&str] = &["Kernel panic - not syncing", "---[ end Kernel pani
 /// what the shell prints back (the arithmetic proves a shell evaluated it,
 /// not the terminal echo).
 pub const SHELL_PROBE: (&str, &str) = ("echo walden-probe-$((40+2))\n", "walden-probe-42");
+
+/// A tiny nested guest is up and answers the power button:
+/// `GUEST-UP <name> after <uptime> s, kernel <release>` on its serial log
+/// (see `guest_assets`). Use [`guest_up`] for one guest.
+pub const GUEST_UP: &str = "GUEST-UP";
+
+/// A tiny guest saw the ACPI power button and powers off:
+/// `GUEST-DOWN <name> power button, powering off`.
+pub const GUEST_DOWN: &str = "GUEST-DOWN";
+
+/// A tiny guest's kernel log line about an e1000e: `GUEST-KLOG <name>: <line>`.
+pub const GUEST_KLOG: &str = "GUEST-KLOG";
+
+/// A tiny guest's ping result: `GUEST-PING <name> <peer> ok|failed ...`.
+pub const GUEST_PING: &str = "GUEST-PING";
+
+/// The marker of guest `name` being up (with the space after the name, so
+/// guest "a" does not match "ab").
+pub fn guest_up(name: &str) -> String {
+    format!("{GUEST_UP} {name} ")
+}
+
+/// The marker of guest `name` powering off on the power button.
+pub fn guest_down(name: &str) -> String {
+    format!("{GUEST_DOWN} {name} ")
+}
+
+/// The marker of guest `name` reaching `peer`.
+pub fn guest_ping_ok(name: &str, peer: &str) -> String {
+    format!("{GUEST_PING} {name} {peer} ok")
+}
+
+/// The supervisor's "guests" bring-up step failed (logged at error level:
+/// `walden: error: [step=guests] failed: ...`); guest scenarios stop there.
+pub const GUESTS_STEP_FAILED: &str = "[step=guests] failed";

@@ -34,6 +34,7 @@ pub mod env;
 pub mod error;
 pub mod expect;
 pub mod grubcfg;
+pub mod guest_assets;
 pub mod initramfs;
 pub mod kernel_vm;
 pub mod machine;

@@ -88,3 +88,35 @@ fn qemu_failing_to_start_reports_its_stderr() -> anyhow::Result<()> {
     assert!(msg.contains("no-such-option"), "{msg}");
     Ok(())
 }
+
+/// The tiny nested guest of the guest scenarios (issue 7), proven on plain
+/// QEMU first: it boots the image's kernel to its marker, and the ACPI
+/// power button makes it say so and power off by itself.
+#[test]
+fn tiny_guest_boots_to_its_marker_and_powers_off_on_the_button() -> anyhow::Result<()> {
+    use qemu_tests::guest_assets::{cmdline, TinyGuestAssets};
+    use qemu_tests::{expect, DirectKernel};
+    let Some(env) = TestEnv::with_image("tiny_guest_powers_off_on_the_button")? else {
+        return Ok(());
+    };
+    let assets = TinyGuestAssets::build(env.artifacts()?, env.dir())?;
+    let started = std::time::Instant::now();
+    let mut m = env
+        .machine()
+        .memory_mib(128)
+        .direct_kernel(DirectKernel {
+            kernel: assets.kernel.clone(),
+            initrd: assets.initrd.clone(),
+            append: cmdline("selftest", ""),
+        })
+        .no_reboot()
+        .fail_on("GUEST-WARN")
+        .start()?;
+    let up = m.wait_for_console(&expect::guest_up("selftest"), Duration::from_secs(60))?;
+    eprintln!("{up} ({:.1?} on the host clock)", started.elapsed());
+    m.powerdown()?;
+    m.wait_for_console(&expect::guest_down("selftest"), Duration::from_secs(30))?;
+    let exit = m.wait_exit(Duration::from_secs(30))?;
+    assert!(exit.success(), "QEMU exited with {exit}");
+    Ok(())
+}

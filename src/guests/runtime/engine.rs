@@ -207,10 +207,17 @@ impl Engine {
                         e.last_error =
                             Some(format!("cannot start: {err}; retrying in {}", Human(delay)));
                     }
-                    Decision::Stay | Decision::Fail(_) => {
+                    Decision::Stay => {
                         e.state = GuestState::Failed;
                         e.want = false;
                         e.last_error = Some(format!("cannot start: {err}"));
+                    }
+                    // The crash-loop limit (or restart = never) says why it
+                    // stays off; the start error is the last straw.
+                    Decision::Fail(why) => {
+                        e.state = GuestState::Failed;
+                        e.want = false;
+                        e.last_error = Some(format!("{why}; last start: {err}"));
                     }
                 }
             }

@@ -37,7 +37,7 @@ impl Default for Policy {
                 window: Duration::from_secs(600),
             },
             poll: Duration::from_secs(1),
-            call_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(60),
         }
     }
 }

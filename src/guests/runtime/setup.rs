@@ -112,6 +112,9 @@ pub fn services(root: &Path, libvirtd_conf: Option<&Path>) -> Vec<ServiceSpec> {
     vec![virtlogd, libvirtd]
 }
 
+/// Kernel modules guests need: tap devices for NICs, vhost-net.
+const GUEST_MODULES: &[&str] = &["tun", "vhost_net"];
+
 /// The "libvirt" bring-up step (appliance only).
 pub fn libvirt_step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
     let root = b.paths.root.clone();
@@ -122,11 +125,30 @@ pub fn libvirt_step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
     }
     let conf = prepare(&root, &b.paths.run).map_err(|e| StepError::new(e.to_string()))?;
     b.services.extend(services(&root, conf.as_deref()));
+    // Guest NICs are tap devices (/dev/net/tun); vhost-net moves their
+    // packets in the kernel. Nothing on the host loads these by itself.
+    let mut kernel = crate::vfio::apply::RealKernel::new(&b.paths);
+    let missing: Vec<String> = GUEST_MODULES
+        .iter()
+        .filter_map(|m| {
+            crate::vfio::apply::Kernel::load_module(&mut kernel, m)
+                .err()
+                .map(|e| format!("{m}: {e}"))
+        })
+        .collect();
     Ok(StepOutcome::Done(format!(
-        "wrote /etc/libvirt/qemu.conf; virtlogd and libvirtd queued{}",
+        "wrote /etc/libvirt/qemu.conf; virtlogd and libvirtd queued{}{}",
         match &conf {
             Some(c) => format!(" (libvirtd --config {})", c.display()),
             None => " (with /etc/libvirt/libvirtd.conf)".into(),
+        },
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; modules not loaded (guest NICs may fail): {}",
+                missing.join("; ")
+            )
         }
     )))
 }

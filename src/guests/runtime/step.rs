@@ -72,6 +72,12 @@ pub fn guests_step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
         .count();
     let mut problems: Vec<String> = report.errors.clone();
     for g in &rows {
+        // A guest the config no longer has is being shut down and
+        // undefined: that is the apply working, not a problem.
+        let removed = !config.guests.iter().any(|c| c.name.as_str() == g.name);
+        if removed {
+            continue;
+        }
         if g.state == GuestState::Failed || (g.autostart && g.state != GuestState::Running) {
             problems.push(format!(
                 "{} {}: {}",
