@@ -32,6 +32,7 @@ build:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --bin walden --no-default-features -- -D warnings
 
 ## test: every level, fastest first
 test: deps lint test-unit test-qemu
@@ -53,6 +54,12 @@ image: build
 ## run: build if needed and boot the USB image headless on this terminal
 run: image
 	image/run.sh
+
+## bench: walden vs a systemd + libvirt Debian baseline -> bench/RESULTS.md
+## (bench/README.md; not part of `make test`; BENCH_RUNS=1 for a quick check)
+bench: image
+	BENCH_COMMAND="$(strip make bench $(foreach v,BENCH_RUNS BENCH_RUNS_4 BENCH_APPLY_RUNS,$(if $($(v)),$(v)=$($(v)))))" \
+		$(CARGO) run --quiet -p walden-bench
 
 clean:
 	rm -rf build

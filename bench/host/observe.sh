@@ -1,0 +1,62 @@
+#!/bin/sh
+# The benchmark observer, run inside both hosts the same way: on walden as
+# a [[service]] of the bench config, on the baseline as the systemd unit
+# bench-observe.service.
+#
+# Usage: observe.sh LOGDIR GUEST...
+#
+# 1. Copies every guest's serial log (LOGDIR/GUEST.log, written by libvirt
+#    on both hosts) to the serial console with a "guest-log: " prefix, so
+#    the harness sees "guest-log: GUEST-UP <name>" the moment the host sees it.
+# 2. Once every guest printed GUEST-UP, waits 10 s for the host to settle and
+#    prints one line:
+#      BENCH-MEM total_kib=.. used_kib=.. guests_pss_kib=.. host_kib=..
+#                pid1_rss_kib=.. walden_rss_kib=.. libvirtd_rss_kib=.. virtlogd_rss_kib=..
+#    used = MemTotal - MemAvailable; host = used - the guests' QEMU PSS
+#    (proportional set size, so shared libraries are not subtracted twice).
+# Runs until stopped; the console copy keeps running through shutdown.
+logdir="$1"
+shift
+mkdir -p "$logdir"
+logs=
+for g in "$@"; do logs="$logs $logdir/$g.log"; done
+# shellcheck disable=SC2086 # a list of files
+tail -q -n +1 -F $logs 2>/dev/null | sed -u 's/^/guest-log: /' > /dev/console &
+
+meminfo() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
+
+# Sum of FIELD (VmRSS in status, Pss in smaps_rollup) over processes whose
+# comm matches the case pattern PATTERN.
+sum_of() {
+    pattern="$1" file="$2" field="$3" total=0
+    for d in /proc/[0-9]*; do
+        comm="$(cat "$d/comm" 2>/dev/null)" || continue
+        # shellcheck disable=SC2254 # the pattern is a glob on purpose
+        case "$comm" in
+            $pattern)
+                v="$(awk -v k="$field:" '$1 == k { print $2 }' "$d/$file" 2>/dev/null)"
+                total=$((total + ${v:-0}))
+                ;;
+        esac
+    done
+    echo "$total"
+}
+
+while :; do
+    up=1
+    for g in "$@"; do
+        grep -q "GUEST-UP $g " "$logdir/$g.log" 2>/dev/null || up=0
+    done
+    [ "$up" = 1 ] && break
+    sleep 1
+done
+sleep 10
+total="$(meminfo MemTotal)"
+used=$((total - $(meminfo MemAvailable)))
+guests="$(sum_of 'qemu-system-*' smaps_rollup Pss)"
+pid1="$(awk '$1 == "VmRSS:" { print $2 }' /proc/1/status)"
+echo "BENCH-MEM total_kib=$total used_kib=$used guests_pss_kib=$guests host_kib=$((used - guests))" \
+    "pid1_rss_kib=$pid1 walden_rss_kib=$(sum_of walden status VmRSS)" \
+    "libvirtd_rss_kib=$(sum_of libvirtd status VmRSS) virtlogd_rss_kib=$(sum_of virtlogd status VmRSS)" \
+    > /dev/console
+wait

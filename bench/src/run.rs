@@ -1,0 +1,215 @@
+//! One measured boot: power-on -> every guest's marker -> memory line ->
+//! (walden) status -> power button -> QEMU exit.
+
+use crate::hosts::{self, BaselineRoot, Case, HostKind};
+use anyhow::{bail, Context};
+use qemu_tests::{expect, Machine, TestEnv};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Power-on to the last guest's marker, at most: four TCG guests in a TCG
+/// host took 440 s on an idle machine here and over 900 s with a load of 4.
+const GUESTS_TIMEOUT: Duration = Duration::from_secs(1500);
+/// Last marker to the observer's memory line (it waits 10 s itself).
+const MEM_TIMEOUT: Duration = Duration::from_secs(120);
+/// Power button to QEMU exit, at most (guests get 60 s each, in parallel).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
+/// Console lines that end a run at once: walden gave up on its guests.
+const GIVE_UP: &[&str] = &["[step=guests] failed"];
+/// How often the console is scanned for markers.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What one boot measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Which host.
+    pub host: HostKind,
+    /// How many guests.
+    pub guests: usize,
+    /// Run index within its case.
+    pub index: usize,
+    /// Seconds from power-on to each guest's marker on the host console.
+    pub guest_up_s: BTreeMap<String, f64>,
+    /// Seconds from power-on to the last marker.
+    pub all_guests_s: f64,
+    /// walden: seconds from power-on to "walden: ready in".
+    pub host_ready_s: Option<f64>,
+    /// The observer's BENCH-MEM fields (KiB).
+    pub mem: BTreeMap<String, u64>,
+    /// walden: `walden status --json` once the guests were up.
+    pub status: Option<Value>,
+    /// Seconds from the power button to QEMU's exit.
+    pub shutdown_s: f64,
+    /// Whether every guest printed GUEST-DOWN (ACPI shutdown) before the
+    /// host powered off, and QEMU exited with success.
+    pub clean_shutdown: bool,
+    /// What was not clean.
+    pub shutdown_notes: Vec<String>,
+    /// The run's console log.
+    pub console_log: String,
+}
+
+/// Boot `kind` with `case` once and measure it.
+pub fn run(
+    kind: HostKind,
+    case: &Case,
+    baseline: &BaselineRoot,
+    index: usize,
+) -> anyhow::Result<RunResult> {
+    let name = format!("bench-{}-{}g-{index}", kind.as_str(), case.guests.len());
+    let env = TestEnv::with_image(&name)?
+        .context("no walden image: run `make image` first (make bench does)")?;
+    let mut m = hosts::machine(&env, kind, case, baseline)?.start()?;
+    let t0 = Instant::now();
+    m.qmp("cont", None).context("power on (QMP cont)")?;
+    let log = m.console_log().display().to_string();
+    let result = measure(&mut m, kind, case, index, t0, &log);
+    if result.is_err() {
+        m.console().print_tail();
+    }
+    result.with_context(|| format!("{name} (console {log})"))
+}
+
+fn measure(
+    m: &mut Machine,
+    kind: HostKind,
+    case: &Case,
+    index: usize,
+    t0: Instant,
+    log: &str,
+) -> anyhow::Result<RunResult> {
+    let markers: Vec<(String, String)> = case
+        .guests
+        .iter()
+        .map(|g| (g.clone(), format!("guest-log: {}", expect::guest_up(g))))
+        .collect();
+    let mut guest_up_s = BTreeMap::new();
+    let mut host_ready_s = None;
+    while guest_up_s.len() < markers.len() {
+        let text = m.console().text();
+        let now = t0.elapsed().as_secs_f64();
+        for (g, marker) in &markers {
+            if !guest_up_s.contains_key(g) && text.contains(marker.as_str()) {
+                guest_up_s.insert(g.clone(), now);
+            }
+        }
+        if host_ready_s.is_none() && text.contains(expect::READY) {
+            host_ready_s = Some(now);
+        }
+        check_alive(
+            m,
+            &text,
+            t0,
+            GUESTS_TIMEOUT,
+            "every guest's GUEST-UP marker",
+        )?;
+        std::thread::sleep(POLL);
+    }
+    let all_guests_s = guest_up_s.values().copied().fold(0.0, f64::max);
+    let mem = wait_mem(m, t0 + Duration::from_secs_f64(all_guests_s))?;
+    let status = match kind {
+        HostKind::Walden => Some(m.status_json().context("walden status --json")?),
+        HostKind::Baseline => None,
+    };
+
+    let before = m.console().text().len();
+    let t_button = Instant::now();
+    m.powerdown()
+        .context("power button (QMP system_powerdown)")?;
+    let exit = m.wait_exit(SHUTDOWN_TIMEOUT)?;
+    let shutdown_s = t_button.elapsed().as_secs_f64();
+    let text = m.console().text();
+    let after = text.get(before..).unwrap_or("");
+    let mut notes = Vec::new();
+    if !exit.success() {
+        notes.push(format!("QEMU exited with {exit}"));
+    }
+    for g in &case.guests {
+        if !after.contains(&expect::guest_down(g)) {
+            notes.push(format!(
+                "{g}: no GUEST-DOWN on the console after the power button"
+            ));
+        }
+    }
+    Ok(RunResult {
+        host: kind,
+        guests: case.guests.len(),
+        index,
+        guest_up_s,
+        all_guests_s,
+        host_ready_s,
+        mem,
+        status,
+        shutdown_s,
+        clean_shutdown: notes.is_empty(),
+        shutdown_notes: notes,
+        console_log: log.to_string(),
+    })
+}
+
+/// Fail when QEMU is gone, the kernel panicked, or `timeout` passed.
+fn check_alive(
+    m: &Machine,
+    text: &str,
+    t0: Instant,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    if let Some(p) = expect::FATAL.iter().find(|p| text.contains(**p)) {
+        bail!("kernel panic ({p}) while waiting for {what}");
+    }
+    if let Some(line) = text.lines().find(|l| GIVE_UP.iter().any(|p| l.contains(p))) {
+        bail!("while waiting for {what}: {}", line.trim());
+    }
+    if m.console().is_closed() {
+        bail!("QEMU exited while waiting for {what}");
+    }
+    if t0.elapsed() > qemu_tests::scaled(timeout) {
+        bail!("{what}: not seen within {timeout:?} of power-on");
+    }
+    Ok(())
+}
+
+/// Wait for the observer's BENCH-MEM line and parse its fields.
+fn wait_mem(m: &Machine, since: Instant) -> anyhow::Result<BTreeMap<String, u64>> {
+    loop {
+        let text = m.console().text();
+        if let Some(line) = text.lines().find(|l| l.contains("BENCH-MEM ")) {
+            return Ok(parse_mem(line));
+        }
+        check_alive(
+            m,
+            &text,
+            since,
+            MEM_TIMEOUT,
+            "the observer's BENCH-MEM line",
+        )?;
+        std::thread::sleep(POLL);
+    }
+}
+
+/// `BENCH-MEM a_kib=1 b_kib=2` -> {a_kib: 1, b_kib: 2}.
+pub fn parse_mem(line: &str) -> BTreeMap<String, u64> {
+    line.split("BENCH-MEM ")
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_line_parses_past_console_noise() {
+        let m = parse_mem("[  3.1] x BENCH-MEM total_kib=2000 used_kib=300 host_kib=200 bad=x");
+        assert_eq!(m["total_kib"], 2000);
+        assert_eq!(m["host_kib"], 200);
+        assert!(!m.contains_key("bad"));
+    }
+}
