@@ -245,9 +245,11 @@ pub fn markdown(
         let _ = writeln!(
             o,
             "\nApply: round trip over the control channel (the host under TCG); walden booted \
-             to ready with 200 idle guests in {:.1} s. First no-op report: `{}`. First \
-             one-added report: `{}`.",
-            a.ready_s, a.noop_report, a.add_one_report
+             to ready with 200 idle guests in {:.1} s. First no-op apply as walden reports it: \
+             {}. First one-added apply: {}.",
+            a.ready_s,
+            apply_summary(&a.noop_report),
+            apply_summary(&a.add_one_report)
         );
     }
     if !ctx.failures.is_empty() {
@@ -261,6 +263,34 @@ pub fn markdown(
     }
     raw(&mut o, runs);
     o
+}
+
+/// An apply report in one line: total and per-step milliseconds.
+fn apply_summary(report: &serde_json::Value) -> String {
+    let steps: Vec<String> = report["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|st| {
+                    format!(
+                        "{} {}",
+                        st["name"].as_str().unwrap_or("?"),
+                        st["duration_ms"]
+                            .as_u64()
+                            .map_or("-".into(), |d| d.to_string())
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{} ms ({}; steps in ms: {})",
+        report["duration_ms"]
+            .as_u64()
+            .map_or("-".into(), |d| d.to_string()),
+        report["message"].as_str().unwrap_or(""),
+        steps.join(", ")
+    )
 }
 
 /// walden's bring-up steps (from `walden status`), medians over its runs.
