@@ -8,7 +8,9 @@
 #   WALDEN_RUN_MEDIA=usb|iso        the USB image (default) or the ISO as a CD
 #   WALDEN_RUN_BUS=usb|virtio       how the USB image is attached (default usb:
 #                                   an emulated USB stick on xHCI)
-#   WALDEN_RUN_CONFIG=DIR           config directory (default examples/minimal)
+#   WALDEN_RUN_CONFIG=DIR           config directory (default examples/minimal;
+#                                   examples/appliance-qemu boots the complete
+#                                   appliance, with a device passed through)
 #   WALDEN_RUN_NOBUILD=1            do not run image/build.sh first
 #
 # The config disk (ext4, label WALDEN-CONFIG) is made fresh from the config
@@ -45,7 +47,16 @@ rm -f "$run/config.img"
 truncate -s 256M "$run/config.img"
 mkfs.ext4 -q -F -L WALDEN-CONFIG -d "$run/config-src" "$run/config.img"
 
-args=(-machine q35 -accel tcg -cpu max -m 2048 -smp 2 -nographic)
+args=(-accel tcg -cpu max -m 2048 -smp 2 -nographic)
+# A config with [[vfio]] gets something to pass through: an emulated Intel
+# IOMMU and a spare e1000e at 0000:00:10.0 (examples/appliance-qemu).
+if grep -qs '^\[\[vfio\]\]' "$config/host.toml"; then
+    log "host.toml has [[vfio]]: adding an IOMMU and an e1000e at 0000:00:10.0"
+    args+=(-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on
+           -device e1000e,addr=0x10,mac=52:54:00:98:00:10)
+else
+    args+=(-machine q35)
+fi
 if [ "$firmware" = uefi ]; then
     code=/usr/share/OVMF/OVMF_CODE_4M.fd
     cp /usr/share/OVMF/OVMF_VARS_4M.fd "$run/OVMF_VARS.fd"
