@@ -44,7 +44,7 @@ test-unit:
 
 # Level 3: the real image booted under QEMU, one machine at a time.
 test-qemu: image
-	$(CARGO) test -p qemu-tests -- --test-threads=1
+	$(CARGO) test -p qemu-tests --no-fail-fast -- --test-threads=1
 
 ## image: the bootable ISO and USB image in build/
 image: build

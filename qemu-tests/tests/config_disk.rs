@@ -207,11 +207,13 @@ fn a_broken_host_toml_boots_the_last_known_good_generation() -> anyhow::Result<(
         skipped.starts_with("skipped"),
         "config-generation: {skipped}"
     );
+    // The newest error names the refused file and line: the config step's
+    // CONFIG REFUSED, or the health step reporting that refusal after it.
     ensure!(
         s.last_error
             .as_deref()
             .unwrap_or("")
-            .contains("CONFIG REFUSED"),
+            .contains("host.toml:3:1"),
         "last_error: {:?}",
         s.last_error
     );

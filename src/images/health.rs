@@ -326,10 +326,14 @@ fn health(
             Ok(StepOutcome::Done(detail))
         }
         Err(why) => {
-            let line = format!(
-                "not healthy within [health] timeout {} s of boot: {why}",
-                hc.timeout.as_secs()
-            );
+            let line = if on_trial {
+                format!(
+                    "not healthy within [health] timeout {} s of boot: {why}",
+                    hc.timeout.as_secs()
+                )
+            } else {
+                format!("not healthy at the end of bring-up: {why}")
+            };
             set_status(b, |s| s.health = Some(line.clone()));
             let Some(rec) = rec.filter(|_| on_trial) else {
                 return Err(StepError::new(line));
