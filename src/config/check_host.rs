@@ -325,9 +325,28 @@ fn check_vfio(host: &HostConfig, src: &Sources) {
     }
 }
 
+/// Names of the services walden runs itself (exact, or a prefix ending in
+/// `-`): a `[[service]]` by one of these names would clash with them.
+pub const BUILTIN_SERVICES: &[&str] = &["udevd", "virtlogd", "libvirtd", "sshd", "dhcp-", "getty-"];
+
 fn check_services(host: &HostConfig, src: &Sources) {
     let mut index = HashMap::new();
     for (i, s) in host.services.iter().enumerate() {
+        let name = s.name.as_str();
+        if let Some(b) = BUILTIN_SERVICES
+            .iter()
+            .find(|b| name == **b || (b.ends_with('-') && name.starts_with(**b)))
+        {
+            src.error(
+                &s.at,
+                "name",
+                format!(
+                    "service name {name:?} is taken by walden's own {b}{} service",
+                    if b.ends_with('-') { "*" } else { "" }
+                ),
+                "pick another name",
+            );
+        }
         if let Some(first) = index.insert(s.name.as_str(), i) {
             src.error(
                 &s.at,
