@@ -82,9 +82,20 @@ fn host_toml(hostname: &str) -> String {
 
 /// A WALDEN-CONFIG disk image holding host.toml, in the scratch dir.
 fn config_disk(env: &TestEnv) -> anyhow::Result<PathBuf> {
+    config_disk_with(env, &host_toml("walden-mini"), |_| Ok(()))
+}
+
+/// A WALDEN-CONFIG disk image holding `host` as host.toml and whatever
+/// `more` puts into the directory, in the scratch dir.
+fn config_disk_with(
+    env: &TestEnv,
+    host: &str,
+    more: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<PathBuf> {
     let dir = env.scratch().join("config");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("host.toml"), host_toml("walden-mini"))?;
+    std::fs::write(dir.join("host.toml"), host)?;
+    more(&dir)?;
     let img = env.scratch().join("config-disk.img");
     qemu_tests::disk::ext4_from_dir(&dir, &img, "WALDEN-CONFIG", 64)?;
     Ok(img)
@@ -115,14 +126,62 @@ fn boot_ready(m: &mut Machine) -> anyhow::Result<Status> {
     Ok(s)
 }
 
+/// A `[[service]]` that logs in over ssh as root on the host's own
+/// loopback address with the key at /config/test/id_ed25519 and prints
+/// `SSH-CHECK: <what the remote command printed or the error>`.
+const SSH_CHECK: &str = r#"cp /config/test/id_ed25519 /tmp/id && chmod 600 /tmp/id
+for i in $(seq 1 60); do
+  out="$(ssh -i /tmp/id -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+        -o ConnectTimeout=5 root@127.0.0.1 'echo logged-in-as-$(id -un)-on-$(hostname)' 2>&1)" && break
+  sleep 1
+done
+echo "SSH-CHECK: $(echo $out | tr '\n' ' ')" > /dev/console"#;
+
 #[test]
 fn etc_and_a_host_toml_change_survive_a_reboot() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("etc_and_a_host_toml_change_survive_a_reboot")? else {
         return Ok(());
     };
-    let img = config_disk(&env)?;
+    // root logs in over ssh with a key from host.toml (sshd is walden's own
+    // service once there is a key).
+    let key = env.scratch().join("id_ed25519");
+    let _ = std::fs::remove_file(&key);
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test@harness", "-f"])
+        .arg(&key)
+        .output()
+        .context("running ssh-keygen (openssh-client)")?;
+    ensure!(out.status.success(), "ssh-keygen: {out:?}");
+    let public = std::fs::read_to_string(key.with_extension("pub"))?;
+    let host = format!(
+        "schema = 1\nhostname = \"walden-mini\"\n\n[ssh]\nauthorized_keys = [{}]\n{}",
+        qemu_tests::guest_assets::toml_string(public.trim()),
+        qemu_tests::guest_assets::script_service("ssh-check", SSH_CHECK)
+    );
+    let img = config_disk_with(&env, &host, |dir| {
+        std::fs::create_dir_all(dir.join("test"))?;
+        std::fs::copy(&key, dir.join("test/id_ed25519"))?;
+        Ok(())
+    })?;
     let mut m = boot(&env, &img)?;
     let s = boot_ready(&mut m)?;
+    m.wait_for_console("SSH-CHECK: ", Duration::from_secs(120))?;
+    // The rest of the line may still be on its way (or broken by a kernel
+    // message): look at everything after the marker a moment later.
+    std::thread::sleep(Duration::from_secs(1));
+    let console = m.console().text();
+    let said = console.split("SSH-CHECK: ").nth(1).unwrap_or("");
+    ensure!(
+        said.contains("logged-in-as-root-on-walden-mini"),
+        "ssh as root onto the host failed: {}",
+        said.lines().take(3).collect::<Vec<_>>().join(" | ")
+    );
+    let sshd = s.services.iter().find(|v| v.name == "sshd");
+    ensure!(
+        sshd.is_some(),
+        "no sshd service in status: {:?}",
+        s.services
+    );
     let overlay = detail(&s, "etc-overlay")?;
     ensure!(
         overlay.starts_with("done overlaid"),

@@ -96,33 +96,79 @@ pub fn apply(
     Ok(done)
 }
 
-/// `ssh-keygen -A` under `root` when the image has OpenSSH: creates the
-/// host keys that are missing. /etc/ssh is on the config disk now, so this
-/// happens once per machine, not once per boot.
+/// The ssh host key types walden makes, with their file names in /etc/ssh.
+/// No RSA key: generating one takes seconds on a slow CPU (a large share of
+/// the first boot under emulation), and every OpenSSH client since 6.5
+/// (2014) speaks ed25519.
+pub const SSH_HOST_KEYS: &[(&str, &str)] = &[
+    ("ed25519", "ssh_host_ed25519_key"),
+    ("ecdsa", "ssh_host_ecdsa_key"),
+];
+
+/// The missing ssh host keys under `root`'s /etc/ssh, made with the image's
+/// ssh-keygen. /etc/ssh is on the config disk now, so this happens once per
+/// machine, not once per boot. Each key is written under a temporary name,
+/// synced, then renamed (public key first), so a power cut leaves either no
+/// key (made again next boot) or a whole one. None when the image has no
+/// OpenSSH.
 pub fn ssh_host_keys(root: &Path) -> Option<String> {
     let keygen = root.join("usr/bin/ssh-keygen");
     if !keygen.exists() {
         return None;
     }
-    let had = root.join("etc/ssh/ssh_host_ed25519_key").exists();
-    let mut cmd = std::process::Command::new(&keygen);
-    cmd.arg("-A");
-    if root != Path::new("/") {
-        cmd.arg("-f").arg(root);
+    let dir = root.join("etc/ssh");
+    let mut made = Vec::new();
+    for (kind, file) in SSH_HOST_KEYS {
+        let key = dir.join(file);
+        if key.exists() {
+            continue;
+        }
+        if let Err(e) = make_key(&keygen, &dir, kind, file) {
+            return Some(format!("ssh host keys: {e}"));
+        }
+        made.push(*kind);
     }
-    let output = cmd.output();
-    // ssh-keygen does not fsync; the keys must survive a power cut after boot.
-    nix::unistd::sync();
-    Some(match output {
-        Ok(out) if out.status.success() && had => "ssh host keys kept".into(),
-        Ok(out) if out.status.success() => "ssh host keys generated".into(),
-        Ok(out) => format!(
-            "ssh-keygen -A failed ({}): {}",
+    Some(if made.is_empty() {
+        "ssh host keys kept".into()
+    } else {
+        format!("ssh host keys generated ({})", made.join(", "))
+    })
+}
+
+fn make_key(keygen: &Path, dir: &Path, kind: &str, file: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{file}.walden-tmp"));
+    let tmp_pub = dir.join(format!(".{file}.walden-tmp.pub"));
+    for f in [&tmp, &tmp_pub] {
+        let _ = std::fs::remove_file(f);
+    }
+    let out = std::process::Command::new(keygen)
+        .args(["-q", "-t", kind, "-N", "", "-C", "root@walden", "-f"])
+        .arg(&tmp)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", keygen.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ssh-keygen -t {kind} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => format!("ssh-keygen -A not run: {e}"),
-    })
+        ));
+    }
+    // ssh-keygen does not fsync; the keys must survive a power cut.
+    for f in [&tmp_pub, &tmp] {
+        std::fs::File::open(f)
+            .and_then(|h| h.sync_all())
+            .map_err(|e| format!("cannot sync {}: {e}", f.display()))?;
+    }
+    for (from, to) in [(&tmp_pub, format!("{file}.pub")), (&tmp, file.to_string())] {
+        let to = dir.join(to);
+        std::fs::rename(from, &to)
+            .map_err(|e| format!("cannot rename {} to {}: {e}", from.display(), to.display()))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|h| h.sync_all())
+        .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
 }
 
 #[cfg(test)]
@@ -253,5 +299,41 @@ mod tests {
             nix::mount::umount(&o.target).unwrap();
         }
         Ok(())
+    }
+
+    #[test]
+    fn ssh_host_keys_are_made_once_with_the_real_ssh_keygen() {
+        let keygen = Path::new("/usr/bin/ssh-keygen");
+        assert!(keygen.exists(), "make deps installs openssh-client");
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        assert_eq!(ssh_host_keys(root), None, "no ssh-keygen in this root");
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink(keygen, root.join("usr/bin/ssh-keygen")).unwrap();
+        let said = ssh_host_keys(root).unwrap();
+        assert_eq!(said, "ssh host keys generated (ed25519, ecdsa)");
+        let ssh = root.join("etc/ssh");
+        let public = std::fs::read_to_string(ssh.join("ssh_host_ed25519_key.pub")).unwrap();
+        assert!(public.starts_with("ssh-ed25519 "), "{public}");
+        assert!(std::fs::read_to_string(ssh.join("ssh_host_ecdsa_key.pub"))
+            .unwrap()
+            .starts_with("ecdsa-sha2-nistp256 "));
+        let names: Vec<String> = std::fs::read_dir(&ssh)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "temporary files left: {names:?}");
+        // Kept, not regenerated; a lost key is made again.
+        assert_eq!(ssh_host_keys(root).unwrap(), "ssh host keys kept");
+        std::fs::remove_file(ssh.join("ssh_host_ecdsa_key")).unwrap();
+        assert_eq!(
+            ssh_host_keys(root).unwrap(),
+            "ssh host keys generated (ecdsa)"
+        );
+        assert_eq!(
+            std::fs::read_to_string(ssh.join("ssh_host_ed25519_key.pub")).unwrap(),
+            public
+        );
     }
 }

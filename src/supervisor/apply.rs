@@ -330,11 +330,15 @@ fn record(b: &mut BringUp, files: &ConfigFiles) -> Result<String, String> {
     })
 }
 
-/// The services a config makes walden run (host.toml's and DHCP clients).
-fn managed(config: Option<&Config>) -> Vec<ServiceSpec> {
+/// The services a config makes walden run (host.toml's, DHCP clients and,
+/// on the appliance, sshd).
+fn managed(config: Option<&Config>, root: &std::path::Path, mode: Mode) -> Vec<ServiceSpec> {
     let Some(c) = config else { return Vec::new() };
     let mut specs: Vec<ServiceSpec> = c.host.services.iter().map(ServiceSpec::from).collect();
     specs.extend(crate::net::dhcp_services(&c.host.network));
+    if mode == Mode::Pid1 {
+        specs.extend(super::host_files::sshd_service(root, &c.host));
+    }
     specs
 }
 
@@ -356,11 +360,11 @@ pub fn service_changes(
     (stop, start)
 }
 
-fn services_reconcile(old: Vec<ServiceSpec>) -> Step {
+fn services_reconcile(old: Vec<ServiceSpec>, mode: Mode) -> Step {
     Step::new("services", move |b: &mut BringUp| {
         // The config and network steps queued what the new config wants.
         b.services.clear();
-        let new = managed(b.config.as_ref());
+        let new = managed(b.config.as_ref(), &b.paths.root, mode);
         let (stop, start) = service_changes(&old, &new);
         if stop.is_empty() && start.is_empty() {
             return Ok(StepOutcome::Done("services unchanged".into()));
@@ -414,13 +418,13 @@ fn run(
     restart_changed: bool,
 ) -> Vec<StepStatus> {
     b.restart_changed = restart_changed;
-    let old_services = managed(prev);
+    let old_services = managed(prev, &b.paths.root, mode);
     let mut steps: Vec<Step> = super::appliance::steps(mode)
         .into_iter()
         .filter(|s| APPLY_STEPS.contains(&s.name))
         .collect();
     if let Some(s) = steps.iter_mut().find(|s| s.name == "services") {
-        *s = services_reconcile(old_services);
+        *s = services_reconcile(old_services, mode);
     }
     let mut rows = Vec::new();
     for step in &mut steps {

@@ -1,7 +1,9 @@
 //! The "host-files" step: files host.toml owns in the (now persistent)
-//! root: /etc/hostname, root's ssh authorized_keys and the time zone.
+//! root: /etc/hostname, root's ssh authorized_keys and the time zone; and
+//! sshd as a service once root has a key to log in with.
 
 use super::bringup::{BringUp, StepError, StepOutcome};
+use super::service::ServiceSpec;
 use crate::config::HostConfig;
 use crate::state::atomic::{atomic_write, atomic_write_with, RealIo};
 use std::os::unix::fs::DirBuilderExt;
@@ -81,14 +83,39 @@ fn timezone(root: &Path, tz: &str) -> Result<String, String> {
     Ok(format!("time zone {tz}"))
 }
 
-/// The bring-up step.
+/// OpenSSH's server in the image.
+pub const SSHD: &str = "/usr/sbin/sshd";
+
+/// sshd in the foreground, logging to stderr (so to walden's log), when
+/// host.toml gives root a key and the image under `root` has sshd. Without
+/// a key nobody could log in (root's password is locked), so no sshd runs.
+/// Debian's /etc/ssh/sshd_config applies (root: keys only); the host keys
+/// are made once per machine by the etc-overlay step.
+pub fn sshd_service(root: &Path, host: &HostConfig) -> Option<ServiceSpec> {
+    if host.ssh.authorized_keys.is_empty() || !root.join(&SSHD[1..]).exists() {
+        return None;
+    }
+    Some(ServiceSpec::new("sshd", &[SSHD, "-D", "-e"]))
+}
+
+/// The bring-up step: the files, then sshd queued for the services step.
 pub fn step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
     let Some(config) = &b.config else {
         return Ok(StepOutcome::Skipped("no config loaded".into()));
     };
-    write_host_files(&b.paths.root, &config.host)
-        .map(StepOutcome::Done)
-        .map_err(StepError::new)
+    let mut done = write_host_files(&b.paths.root, &config.host).map_err(StepError::new)?;
+    if let Some(sshd) = sshd_service(&b.paths.root, &config.host) {
+        // sshd's privilege separation directory (tmpfs: every boot).
+        let dir = b.paths.root.join("run/sshd");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(|e| StepError::new(format!("cannot create {}: {e}", dir.display())))?;
+        b.services.push(sshd);
+        done.push_str("; sshd queued");
+    }
+    Ok(StepOutcome::Done(done))
 }
 
 #[cfg(test)]
@@ -103,6 +130,22 @@ mod tests {
         let text =
             format!("schema = 1\nhostname = \"h\"\n{extra}[ssh]\nauthorized_keys = [\"{KEY}\"]\n");
         crate::config::from_strs(&text, &[]).unwrap().host
+    }
+
+    #[test]
+    fn sshd_runs_only_with_a_key_and_when_the_image_has_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        assert_eq!(sshd_service(root, &host("")), None, "no sshd in this root");
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::write(root.join("usr/sbin/sshd"), "").unwrap();
+        let spec = sshd_service(root, &host("")).unwrap();
+        assert_eq!(spec.name, "sshd");
+        assert_eq!(spec.argv, ["/usr/sbin/sshd", "-D", "-e"]);
+        let keyless = crate::config::from_strs("schema = 1\nhostname = \"h\"\n", &[])
+            .unwrap()
+            .host;
+        assert_eq!(sshd_service(root, &keyless), None, "no key, no sshd");
     }
 
     #[test]
