@@ -459,6 +459,15 @@ impl<'a> Planner<'a> {
     }
 
     fn up_down(&mut self) {
+        // Loopback is always up: 127.0.0.1 and ::1 serve sshd, libvirt and
+        // local tools whatever host.toml says (the kernel starts it down).
+        for l in &self.observed.links {
+            if l.kind == LinkKind::Other("loopback".into()) && !l.up {
+                self.ops.push(Op::SetUp {
+                    link: l.name.clone(),
+                });
+            }
+        }
         for w in &self.desired.wants {
             let is_up = !self.fresh(w) && self.existing(&w.name).is_some_and(|l| l.up);
             if w.up && !is_up {

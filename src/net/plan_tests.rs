@@ -84,6 +84,14 @@ fn bonded_machine() -> Observed {
 }
 
 #[test]
+fn loopback_is_brought_up_even_with_no_network_config() {
+    let mut state = machine(&[("enp0s2", "52:54:00:12:34:56")]);
+    state.links[0].up = false;
+    let p = converge(&config(""), &mut state);
+    assert_eq!(texts(&p), ["set lo up"]);
+}
+
+#[test]
 fn minimal_example_bridges_the_nic() {
     // The example finds its NIC by MAC and names it lan0.
     let mut state = machine(&[("enp0s2", "52:54:00:12:34:56")]);
