@@ -22,46 +22,69 @@ pub fn udevd_argv() -> Vec<String> {
     vec![UDEVD.to_string()]
 }
 
-/// The coldplug commands, in order, for a settle timeout.
-pub fn coldplug_commands(udevadm: &Path, timeout: Duration) -> Vec<Vec<String>> {
-    let adm = udevadm.display().to_string();
+/// The coldplug triggers, in order: replay the "add" events of subsystems,
+/// then of devices.
+pub fn trigger_commands(udevadm: &Path) -> Vec<Vec<String>> {
+    ["subsystems", "devices"]
+        .iter()
+        .map(|kind| {
+            vec![
+                udevadm.display().to_string(),
+                "trigger".into(),
+                "--action=add".into(),
+                format!("--type={kind}"),
+            ]
+        })
+        .collect()
+}
+
+/// The settle command for a timeout.
+pub fn settle_command(udevadm: &Path, timeout: Duration) -> Vec<String> {
     vec![
-        vec![
-            adm.clone(),
-            "trigger".into(),
-            "--action=add".into(),
-            "--type=subsystems".into(),
-        ],
-        vec![
-            adm.clone(),
-            "trigger".into(),
-            "--action=add".into(),
-            "--type=devices".into(),
-        ],
-        vec![
-            adm,
-            "settle".into(),
-            format!("--timeout={}", timeout.as_secs().max(1)),
-        ],
+        udevadm.display().to_string(),
+        "settle".into(),
+        format!("--timeout={}", timeout.as_secs().max(1)),
     ]
 }
 
-/// Replay device events and wait until udevd has handled them (at most
-/// `timeout` for the settle, plus a little for the triggers). `root` is the
-/// root the image lives under ("/" on the appliance). Returns a one-line
-/// summary for the log.
-pub fn coldplug(root: &Path, timeout: Duration) -> Result<String, BootError> {
+/// How long a trigger (it only writes to sysfs) may take.
+const TRIGGER_LIMIT: Duration = Duration::from_secs(30);
+
+/// Replay device events (coldplug) without waiting for udevd to handle
+/// them: [`settle`] waits, later, so independent work runs meanwhile.
+/// `root` is the root the image lives under ("/" on the appliance).
+pub fn trigger(root: &Path) -> Result<String, BootError> {
     let udevadm: PathBuf = root.join(UDEVADM.trim_start_matches('/'));
     let start = Instant::now();
-    for argv in coldplug_commands(&udevadm, timeout) {
-        // The triggers only write to sysfs; settle waits up to its own
-        // --timeout. Allow some slack before declaring udevadm stuck.
-        run(&argv, timeout + Duration::from_secs(5))?;
+    for argv in trigger_commands(&udevadm) {
+        run(&argv, TRIGGER_LIMIT)?;
     }
     Ok(format!(
-        "udev coldplug: triggered subsystems and devices, settled in {:.1} s",
+        "udev coldplug: triggered subsystems and devices in {:.1} s",
         start.elapsed().as_secs_f64()
     ))
+}
+
+/// Wait until udevd has handled every queued event (at most `timeout`,
+/// plus a little slack before udevadm counts as stuck).
+pub fn settle(root: &Path, timeout: Duration) -> Result<String, BootError> {
+    let udevadm: PathBuf = root.join(UDEVADM.trim_start_matches('/'));
+    let start = Instant::now();
+    run(
+        &settle_command(&udevadm, timeout),
+        timeout + Duration::from_secs(5),
+    )?;
+    Ok(format!(
+        "udev events handled (settled in {:.1} s)",
+        start.elapsed().as_secs_f64()
+    ))
+}
+
+/// Both: trigger, then settle.
+pub fn coldplug(root: &Path, timeout: Duration) -> Result<String, BootError> {
+    let triggered = trigger(root)?;
+    let settled = settle(root, timeout)?;
+    Ok(format!("{triggered}; {settled}"))
 }
 
 /// Run `argv`, killing it after `limit`.
@@ -101,7 +124,8 @@ mod tests {
 
     #[test]
     fn coldplug_argv() {
-        let cmds = coldplug_commands(Path::new("/usr/bin/udevadm"), Duration::from_secs(30));
+        let adm = Path::new("/usr/bin/udevadm");
+        let cmds = trigger_commands(adm);
         assert_eq!(
             cmds[0].join(" "),
             "/usr/bin/udevadm trigger --action=add --type=subsystems"
@@ -110,7 +134,11 @@ mod tests {
             cmds[1].join(" "),
             "/usr/bin/udevadm trigger --action=add --type=devices"
         );
-        assert_eq!(cmds[2].join(" "), "/usr/bin/udevadm settle --timeout=30");
+        assert_eq!(cmds.len(), 2);
+        assert_eq!(
+            settle_command(adm, Duration::from_secs(30)).join(" "),
+            "/usr/bin/udevadm settle --timeout=30"
+        );
         assert_eq!(
             udevd_argv(),
             vec!["/usr/lib/systemd/systemd-udevd".to_string()]
@@ -134,6 +162,7 @@ mod tests {
         let tmp = fake_root("echo \"$@\" >> \"$(dirname \"$0\")/calls\"");
         let summary = coldplug(tmp.path(), Duration::from_secs(3)).unwrap();
         assert!(summary.starts_with("udev coldplug:"), "{summary}");
+        assert!(summary.contains("; udev events handled"), "{summary}");
         let calls = std::fs::read_to_string(tmp.path().join("usr/bin/calls")).unwrap();
         assert_eq!(
             calls,

@@ -1,10 +1,11 @@
 //! The bring-up table for each mode (DESIGN.md section 2, "supervise").
 //!
 //! On the appliance (mode "pid1"): early mounts -> boot record -> vfio-early
-//! (`walden.vfio=`) -> udevd + coldplug -> control port -> config disk ->
-//! /etc and /var overlays -> config (last-known-good on refusal) ->
-//! hostname -> host files -> consoles -> network -> vfio -> services ->
-//! record the config generation. Under systemd the host's own mounts and
+//! (`walden.vfio=`) -> udevd + coldplug triggers -> config disk -> /etc
+//! and /var overlays -> config (last-known-good on refusal) -> hostname ->
+//! host files -> consoles -> libvirt -> udev settle (the coldplug runs
+//! alongside the steps since the triggers) -> control port -> network -> vfio
+//! -> services -> guests -> record the config generation -> health. Under systemd the host's own mounts and
 //! devices are used: config, network, vfio, services, generation. In a
 //! container or standalone: only config and services. Steps that do not
 //! apply say why in status.
@@ -44,7 +45,6 @@ pub fn steps(mode: Mode) -> Vec<Step> {
         // walden.vfio= devices must be on vfio-pci before coldplug loads host drivers.
         steps.push(Step::new("vfio-early", crate::vfio::early_step));
         steps.push(Step::new("udev", udev));
-        steps.push(Step::new("control-port", control_port));
         steps.push(Step::new("config-disk", config_disk));
         steps.push(Step::new("etc-overlay", super::config_state::persist_step));
     }
@@ -59,6 +59,9 @@ pub fn steps(mode: Mode) -> Vec<Step> {
             "libvirt",
             crate::guests::runtime::setup::libvirt_step,
         ));
+        steps.push(Step::new("udev-settle", udev_settle));
+        // The virtio port's driver is loaded by the coldplug.
+        steps.push(Step::new("control-port", control_port));
     }
     // Binding host devices is for a real host (the appliance, or a distro
     // under systemd); never in standalone/container runs against a test root.
@@ -141,7 +144,27 @@ fn udev(b: &mut BringUp) -> Result<StepOutcome, StepError> {
         LoopExit::Stop => return Err(StepError::new("stop requested while starting udevd")),
         LoopExit::Condition | LoopExit::Reload => {}
     }
-    crate::boot::udev::coldplug(&b.paths.root, UDEV_SETTLE)
+    crate::boot::udev::trigger(&b.paths.root)
+        .map(|done| StepOutcome::Done(format!("{done}; settled later (udev-settle)")))
+        .map_err(|e| StepError::new(e.to_string()))
+}
+
+/// Wait for the coldplug events the udev step triggered: network interface
+/// names and host drivers must be final before the network and vfio steps.
+/// The steps between (config disk, overlays, config, host files) run while
+/// udevd works.
+fn udev_settle(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let udevd = b
+        .supervisor
+        .status()
+        .lock()
+        .services
+        .iter()
+        .any(|s| s.name == "udevd");
+    if !udevd {
+        return Ok(StepOutcome::Skipped("udevd was not started".into()));
+    }
+    crate::boot::udev::settle(&b.paths.root, UDEV_SETTLE)
         .map(StepOutcome::Done)
         .map_err(|e| StepError::new(e.to_string()))
 }
