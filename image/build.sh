@@ -23,7 +23,8 @@ export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=
 
 # Two builds of the one walden program: the initramfs gets one without
 # libvirt (stage 1 never runs guests; linking libvirt would pull ~20 MiB of
-# libraries into the initramfs), the root file system the full one. Built
+# libraries into the initramfs), the root file system the full one and the
+# lean one again as walden-init, PID 1 (src/pid1: it starts the full one). Built
 # in this order so target/release/walden ends up the full binary.
 if [ -n "${WALDEN_BIN:-}" ]; then
     bin="$WALDEN_BIN"
@@ -49,7 +50,7 @@ cmp -s "$rootdir/vmlinuz" "$out/vmlinuz" || cp "$rootdir/vmlinuz" "$out/vmlinuz"
 # Root squashfs: the cached root plus the walden binary and the release
 # file, added as pseudo files so the cached root is never modified.
 level="${WALDEN_SQUASHFS_LEVEL:-15}"
-key="$(hash_inputs "$bin" "$IMAGE/build.sh"; echo "$rootdir $VERSION $level")"
+key="$(hash_inputs "$bin" "$stage1" "$IMAGE/build.sh"; echo "$rootdir $VERSION $level")"
 if ! up_to_date "$out/.stamp-squashfs" "$key" "$out/root.squashfs"; then
     log "root.squashfs: compressing (zstd level $level)"
     t=$(date +%s)
@@ -57,6 +58,7 @@ if ! up_to_date "$out/.stamp-squashfs" "$key" "$out/root.squashfs"; then
     mksquashfs "$rootdir/rootfs" "$out/root.squashfs.tmp" -noappend -quiet -no-progress \
         -comp zstd -Xcompression-level "$level" -b 1M \
         -p "usr/sbin/walden f 755 0 0 cat '$bin'" \
+        -p "usr/sbin/walden-init f 755 0 0 cat '$stage1'" \
         -p "etc/walden-release f 644 0 0 echo VERSION=$VERSION" >/dev/null
     mv "$out/root.squashfs.tmp" "$out/root.squashfs"
     echo "$key" > "$out/.stamp-squashfs"

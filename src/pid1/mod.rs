@@ -103,6 +103,21 @@ pub fn supervise_args(argv: impl IntoIterator<Item = OsString>) -> Vec<OsString>
     argv.into_iter().skip_while(|a| a != "--").skip(1).collect()
 }
 
+/// Which program runs `walden supervise`. On the image PID 1 is
+/// `walden-init`, the build of walden without libvirt (the stage 1 one: it
+/// never runs guests, and not mapping libvirt's ~50 libraries keeps PID 1's
+/// resident memory at a quarter); it starts the full `walden` beside it.
+/// A build with libvirt, or one with no `walden` beside it, runs itself.
+pub fn supervise_exe(current: PathBuf, has_libvirt: bool) -> PathBuf {
+    if has_libvirt {
+        return current;
+    }
+    match current.parent().map(|d| d.join("walden")) {
+        Some(full) if full != current && full.is_file() => full,
+        _ => current,
+    }
+}
+
 /// The PID 1 loop; never returns.
 pub fn run() -> ! {
     // Before any thread exists, so every thread inherits the mask.
@@ -115,9 +130,12 @@ pub fn run() -> ! {
     let paths = Paths::default();
     let scope = Scope::detect(&paths.proc);
     prepare_environment(scope);
-    let exe = std::env::current_exe()
-        .or_else(|_| std::env::args_os().next().map(PathBuf::from).ok_or(()))
-        .unwrap_or_else(|()| PathBuf::from("/sbin/init"));
+    let exe = supervise_exe(
+        std::env::current_exe()
+            .or_else(|_| std::env::args_os().next().map(PathBuf::from).ok_or(()))
+            .unwrap_or_else(|()| PathBuf::from("/sbin/init")),
+        cfg!(feature = "libvirt"),
+    );
     let args = supervise_args(std::env::args_os());
     // The hardware watchdog is the real machine's; never in a namespace.
     let mut watchdog = (scope == Scope::InitialNamespace).then(|| {
@@ -167,6 +185,21 @@ mod tests {
 
     fn os(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_build_without_libvirt_starts_the_full_walden_beside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let init = tmp.path().join("walden-init");
+        let full = tmp.path().join("walden");
+        std::fs::write(&init, "").unwrap();
+        // Nothing beside it: itself.
+        assert_eq!(supervise_exe(init.clone(), false), init);
+        std::fs::write(&full, "").unwrap();
+        assert_eq!(supervise_exe(init.clone(), false), full);
+        // The full build itself, and any build with libvirt, runs itself.
+        assert_eq!(supervise_exe(full.clone(), false), full);
+        assert_eq!(supervise_exe(init.clone(), true), init);
     }
 
     #[test]
