@@ -12,9 +12,10 @@
 # binary alone never re-runs mmdebstrap. Downloaded .debs are kept in
 # build/cache/apt and reused.
 . "$(dirname "$0")/lib.sh"
+. "$IMAGE/debian-root.sh"
 
 KEY="$(hash_inputs "$IMAGE/packages.txt" "$IMAGE/modules.keep" "$REPO/overlays/base" \
-    "$IMAGE/mkroot.sh" "$IMAGE/prune-modules.sh")"
+    "$IMAGE/mkroot.sh" "$IMAGE/debian-root.sh" "$IMAGE/prune-modules.sh")"
 OUT="$CACHE/root-$KEY"
 if [ -f "$OUT/.complete" ]; then
     log "root file system: cached ($OUT)"
@@ -24,35 +25,13 @@ fi
 
 log "root file system: building with mmdebstrap ($OUT)"
 start=$(date +%s)
-mkdir -p "$CACHE/apt"
 rm -rf "$OUT" "$OUT.tmp"
 mkdir -p "$OUT.tmp"
 ROOT="$OUT.tmp/rootfs"
 packages="$(list "$IMAGE/packages.txt" | paste -sd, -)"
 
-# Keep documentation and translations out of the root; copyright files stay.
-# The merged-usr hook merges /usr with usr-is-merged instead of the usrmerge
-# package, which would drag perl into the image.
-mmdebstrap --variant=minbase --mode=root --format=directory \
-    --aptopt='Apt::Install-Recommends "false"' \
-    --aptopt='Apt::Install-Suggests "false"' \
-    --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/info/*' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --dpkgopt='path-exclude=/usr/share/lintian/*' \
-    --include="$packages" \
-    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-    --skip=download/empty --skip=essential/unlink \
-    --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
-    --setup-hook="sync-in '$CACHE/apt' /var/cache/apt/archives/" \
-    --customize-hook="sync-out /var/cache/apt/archives '$CACHE/apt'" \
-    --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
-    "$SUITE" "$ROOT" \
-    "deb $MIRROR $SUITE main" \
-    "deb $MIRROR $SUITE-updates main" \
-    "deb $SECURITY_MIRROR $SUITE-security main" >&2
+debian_root "$ROOT" "$packages" \
+    --customize-hook="sync-out /var/cache/apt/archives '$CACHE/apt'"
 
 mkdir -p "$ROOT/config"
 
@@ -86,10 +65,13 @@ rm -f "$ROOT"/etc/ssh/ssh_host_*
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/debconf/*-old \
     "$ROOT"/var/log/*.log "$ROOT"/var/log/apt/* "$ROOT"/usr/share/doc/*/changelog*
 
-# walden is init (and poweroff/reboot/halt: they signal PID 1). The binary
-# itself is added when the squashfs is made, so it can change without a new
-# root.
-for name in init poweroff reboot halt; do
+# walden is init (and poweroff/reboot/halt: they signal PID 1). The
+# binaries are added when the squashfs is made, so they can change without
+# a new root: init is walden-init (walden built without libvirt, as in the
+# initramfs), which starts the full walden for `walden supervise`.
+rm -f "$ROOT/usr/sbin/init"
+ln -s walden-init "$ROOT/usr/sbin/init"
+for name in poweroff reboot halt; do
     rm -f "$ROOT/usr/sbin/$name"
     ln -s walden "$ROOT/usr/sbin/$name"
 done

@@ -15,12 +15,14 @@
 # shared with walden's build through build/cache/apt (read) and kept in
 # build/baseline/apt.
 . "$(dirname "$0")/../lib.sh"
+. "$IMAGE/debian-root.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap --mode=root, chroot)"
 HERE="$IMAGE/baseline"
 OUTDIR="$BUILD/baseline"
 
 KEY="$(hash_inputs "$IMAGE/packages.txt" "$HERE/packages.txt" "$HERE/build.sh" "$HERE/files" \
+    "$IMAGE/debian-root.sh" \
     "$REPO/bench/host/observe.sh")"
 OUT="$OUTDIR/root-$KEY"
 if [ -f "$OUT/.complete" ]; then
@@ -31,36 +33,17 @@ fi
 
 log "baseline root: building with mmdebstrap ($OUT)"
 start=$(date +%s)
-mkdir -p "$OUTDIR/apt" "$CACHE/apt"
+mkdir -p "$OUTDIR/apt"
 rm -rf "$OUT" "$OUT.tmp"
 mkdir -p "$OUT.tmp"
 ROOT="$OUT.tmp/rootfs"
 packages="$( (list "$IMAGE/packages.txt"; list "$HERE/packages.txt") | paste -sd, -)"
 
-# The same mmdebstrap recipe as image/mkroot.sh (no docs, no recommends,
-# merged /usr without perl), so the two roots differ only in what the
-# baseline adds.
-mmdebstrap --variant=minbase --mode=root --format=directory \
-    --aptopt='Apt::Install-Recommends "false"' \
-    --aptopt='Apt::Install-Suggests "false"' \
-    --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/info/*' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --dpkgopt='path-exclude=/usr/share/lintian/*' \
-    --include="$packages" \
-    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-    --skip=download/empty --skip=essential/unlink \
-    --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
-    --setup-hook="sync-in '$CACHE/apt' /var/cache/apt/archives/" \
+# The same recipe as image/mkroot.sh (image/debian-root.sh), so the two
+# roots differ only in what the baseline adds; its own .debs are kept apart.
+debian_root "$ROOT" "$packages" \
     --setup-hook="sync-in '$OUTDIR/apt' /var/cache/apt/archives/" \
-    --customize-hook="sync-out /var/cache/apt/archives '$OUTDIR/apt'" \
-    --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
-    "$SUITE" "$ROOT" \
-    "deb $MIRROR $SUITE main" \
-    "deb $MIRROR $SUITE-updates main" \
-    "deb $SECURITY_MIRROR $SUITE-security main" >&2
+    --customize-hook="sync-out /var/cache/apt/archives '$OUTDIR/apt'"
 
 kver="$(ls "$ROOT/lib/modules" | head -n1)"
 [ -n "$kver" ] || die "no kernel modules in $ROOT/lib/modules"
