@@ -11,7 +11,8 @@
 # 2. Once every guest printed GUEST-UP, waits 10 s for the host to settle and
 #    prints one line:
 #      BENCH-MEM total_kib=.. used_kib=.. guests_pss_kib=.. host_kib=..
-#                pid1_rss_kib=.. walden_rss_kib=.. libvirtd_rss_kib=.. virtlogd_rss_kib=..
+#                pid1_rss_kib=.. walden_rss_kib=.. walden_pss_kib=.. walden_uss_kib=..
+#                libvirtd_rss_kib=.. virtlogd_rss_kib=..
 #    used = MemTotal - MemAvailable; host = used - the guests' QEMU PSS
 #    (proportional set size, so shared libraries are not subtracted twice).
 # Runs until stopped; the console copy keeps running through shutdown.
@@ -55,8 +56,20 @@ total="$(meminfo MemTotal)"
 used=$((total - $(meminfo MemAvailable)))
 guests="$(sum_of 'qemu-system-*' smaps_rollup Pss)"
 pid1="$(awk '$1 == "VmRSS:" { print $2 }' /proc/1/status)"
+# walden's own: PID 1 (its comm is "init", /proc/1/exe is walden-init) and
+# `walden supervise`; 0 on the baseline.
+walden() {
+    file="$1" field="$2"
+    n="$(sum_of 'walden*' "$file" "$field")"
+    case "$(readlink /proc/1/exe)" in
+        */walden*) n=$((n + $(awk -v k="$field:" '$1 == k { print $2 }' "/proc/1/$file"))) ;;
+    esac
+    echo "$n"
+}
+uss=$(($(walden smaps_rollup Private_Clean) + $(walden smaps_rollup Private_Dirty)))
 echo "BENCH-MEM total_kib=$total used_kib=$used guests_pss_kib=$guests host_kib=$((used - guests))" \
-    "pid1_rss_kib=$pid1 walden_rss_kib=$(sum_of walden status VmRSS)" \
+    "pid1_rss_kib=$pid1 walden_rss_kib=$(walden status VmRSS)" \
+    "walden_pss_kib=$(walden smaps_rollup Pss) walden_uss_kib=$uss" \
     "libvirtd_rss_kib=$(sum_of libvirtd status VmRSS) virtlogd_rss_kib=$(sum_of virtlogd status VmRSS)" \
     > /dev/console
 wait

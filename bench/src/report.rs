@@ -194,18 +194,23 @@ pub fn markdown(
         );
     }
     for &g in &cases {
-        row(
-            &mut o,
-            &format!("walden RSS (PID 1 + supervise; target < 8 MiB), {g} guest(s)"),
-            runs,
-            g,
-            "MiB",
-            |r| {
-                (r.host == HostKind::Walden)
-                    .then(|| mib(r, "walden_rss_kib"))
-                    .flatten()
-            },
-        );
+        for (what, key) in [
+            ("RSS", "walden_rss_kib"),
+            (
+                "PSS (shared pages split among their users)",
+                "walden_pss_kib",
+            ),
+            ("USS (pages only walden uses)", "walden_uss_kib"),
+        ] {
+            row(
+                &mut o,
+                &format!("walden {what}, PID 1 + supervise (target < 8 MiB), {g} guest(s)"),
+                runs,
+                g,
+                "MiB",
+                |r| (r.host == HostKind::Walden).then(|| mib(r, key)).flatten(),
+            );
+        }
         row(
             &mut o,
             &format!("libvirtd RSS, {g} guest(s)"),
