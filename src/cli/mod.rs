@@ -4,7 +4,7 @@
 //! line, and renders it for a person or, with `--json`, passes the result
 //! through for a machine.
 
-mod render;
+pub(crate) mod render;
 
 use crate::control::{Request, Response};
 use std::io::{BufRead, BufReader, Write};

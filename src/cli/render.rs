@@ -107,7 +107,9 @@ fn steps(out: &mut String, steps: &[StepStatus]) {
     table(out, ["STEP", "STATE", "TIME", "DETAIL"], &rows);
 }
 
-fn table<const N: usize>(out: &mut String, head: [&str; N], rows: &[[String; N]]) {
+/// `head` and `rows` as columns padded to their widest cell, two spaces
+/// apart, no trailing blanks.
+pub(crate) fn table<const N: usize>(out: &mut String, head: [&str; N], rows: &[[String; N]]) {
     let mut width = head.map(str::len);
     for row in rows {
         for (w, cell) in width.iter_mut().zip(row) {

@@ -78,15 +78,7 @@ pub fn render(guests: &[GuestStatus]) -> String {
     if guests.is_empty() {
         return "no guests\n".into();
     }
-    let mut rows = vec![[
-        "NAME".to_string(),
-        "STATE".into(),
-        "PID".into(),
-        "RESTARTS".into(),
-        "MEMORY".into(),
-        "VCPUS".into(),
-        "NOTE".into(),
-    ]];
+    let mut rows = Vec::new();
     for g in guests {
         let state = serde_json::to_value(g.state)
             .ok()
@@ -109,19 +101,14 @@ pub fn render(guests: &[GuestStatus]) -> String {
             note,
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    crate::cli::render::table(
+        &mut out,
+        [
+            "NAME", "STATE", "PID", "RESTARTS", "MEMORY", "VCPUS", "NOTE",
+        ],
+        &rows,
+    );
     out
 }
 
