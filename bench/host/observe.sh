@@ -13,6 +13,8 @@
 #      BENCH-MEM total_kib=.. used_kib=.. guests_pss_kib=.. host_kib=..
 #                pid1_rss_kib=.. walden_rss_kib=.. walden_pss_kib=.. walden_uss_kib=..
 #                libvirtd_rss_kib=.. virtlogd_rss_kib=..
+#                anon_kib=.. shmem_kib=.. sunreclaim_kib=.. kernelstack_kib=..
+#                pagetables_kib=.. percpu_kib=.. vmalloc_kib=..  (/proc/meminfo, whole host)
 #    used = MemTotal - MemAvailable; host = used - the guests' QEMU PSS
 #    (proportional set size, so shared libraries are not subtracted twice).
 # Runs until stopped; the console copy keeps running through shutdown.
@@ -71,5 +73,8 @@ echo "BENCH-MEM total_kib=$total used_kib=$used guests_pss_kib=$guests host_kib=
     "pid1_rss_kib=$pid1 walden_rss_kib=$(walden status VmRSS)" \
     "walden_pss_kib=$(walden smaps_rollup Pss) walden_uss_kib=$uss" \
     "libvirtd_rss_kib=$(sum_of libvirtd status VmRSS) virtlogd_rss_kib=$(sum_of virtlogd status VmRSS)" \
+    "anon_kib=$(meminfo AnonPages) shmem_kib=$(meminfo Shmem) sunreclaim_kib=$(meminfo SUnreclaim)" \
+    "kernelstack_kib=$(meminfo KernelStack) pagetables_kib=$(meminfo PageTables)" \
+    "percpu_kib=$(meminfo Percpu) vmalloc_kib=$(meminfo VmallocUsed)" \
     > /dev/console
 wait

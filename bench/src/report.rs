@@ -220,6 +220,28 @@ pub fn markdown(
             |r| mib(r, "libvirtd_rss_kib"),
         );
     }
+    // Where the host's memory goes (/proc/meminfo; AnonPages includes the
+    // guests' QEMU processes).
+    for (what, key) in [
+        ("anonymous pages incl. guests' QEMU", "anon_kib"),
+        ("shmem/tmpfs", "shmem_kib"),
+        ("unreclaimable slab", "sunreclaim_kib"),
+        ("kernel stacks", "kernelstack_kib"),
+        ("page tables", "pagetables_kib"),
+        ("percpu", "percpu_kib"),
+        ("vmalloc", "vmalloc_kib"),
+    ] {
+        for &g in &cases {
+            row(
+                &mut o,
+                &format!("host meminfo: {what}, {g} guest(s)"),
+                runs,
+                g,
+                "MiB",
+                |r| mib(r, key),
+            );
+        }
+    }
     for (what, w, b) in &ctx.sizes {
         let (w, b) = (*w as f64 / 1048576.0, *b as f64 / 1048576.0);
         let _ = writeln!(o, "| {what} | {w:.1} MiB | {b:.1} MiB | {:.2} | |", w / b);
