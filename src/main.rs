@@ -244,9 +244,33 @@ fn print_ok(text: String) -> u8 {
 fn exit(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
+        // `walden status --json | grep -q ...`: the reader left; as with
+        // SIGPIPE in C tools, end quietly (141 = 128 + SIGPIPE).
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(141),
         Err(err) => {
             eprintln!("walden: {err:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Whether `err` is, somewhere in its chain, a write to a closed pipe.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_pipe_is_recognised_through_the_context() {
+        let pipe = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("writing the status");
+        assert!(is_broken_pipe(&pipe));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("no reply within 5 s")));
     }
 }

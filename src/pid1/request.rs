@@ -4,7 +4,8 @@
 //! Safety check: the same signals mean other things to other inits (SIGTERM
 //! to systemd re-executes it, SIGUSR2 dumps state), so the request is refused
 //! unless PID 1 runs the same binary as this process (same device and inode
-//! of `/proc/1/exe` and `/proc/self/exe`).
+//! of `/proc/1/exe` and `/proc/self/exe`), or is the image's `walden-init`
+//! whose `walden supervise` program ([`super::supervise_exe`]) is this one.
 
 use super::{signals, Action};
 use nix::errno::Errno;
@@ -65,8 +66,17 @@ pub fn check_pid1_is_walden(proc: &Path, action: Action) -> Result<(), RequestEr
     };
     let pid1 = stat(proc.join("1/exe"))?;
     let me = stat(proc.join("self/exe"))?;
-    if (pid1.dev(), pid1.ino()) == (me.dev(), me.ino()) {
+    let same = |m: &std::fs::Metadata| (m.dev(), m.ino()) == (me.dev(), me.ino());
+    if same(&pid1) {
         return Ok(());
+    }
+    // PID 1 is walden-init (built without libvirt) and this is the full
+    // walden it runs beside it.
+    if let Ok(pid1_path) = std::fs::read_link(proc.join("1/exe")) {
+        let full = super::supervise_exe(pid1_path.clone(), false);
+        if full != pid1_path && std::fs::metadata(&full).is_ok_and(|m| same(&m)) {
+            return Ok(());
+        }
     }
     let comm = std::fs::read_to_string(proc.join("1/comm"))
         .map(|c| c.trim_end().to_string())
@@ -110,6 +120,23 @@ mod tests {
         let exe = tempfile::NamedTempFile::new().unwrap();
         let proc = fake_proc(exe.path(), exe.path());
         check_pid1_is_walden(proc.path(), Action::PowerOff).unwrap();
+    }
+
+    #[test]
+    fn walden_init_as_pid1_accepts_the_full_walden_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = dir.path().join("walden-init");
+        let full = dir.path().join("walden");
+        std::fs::write(&init, "lean").unwrap();
+        std::fs::write(&full, "full").unwrap();
+        let proc = fake_proc(&init, &full);
+        check_pid1_is_walden(proc.path(), Action::Reboot).unwrap();
+        // Another program beside walden-init is not walden.
+        let other = dir.path().join("other");
+        std::fs::write(&other, "other").unwrap();
+        let proc = fake_proc(&init, &other);
+        let err = check_pid1_is_walden(proc.path(), Action::Reboot).unwrap_err();
+        assert!(matches!(err, RequestError::NotWalden { .. }), "{err}");
     }
 
     #[test]
