@@ -8,7 +8,8 @@
 //! - `BENCH_RUNS_4` (default 1, at most `BENCH_RUNS`; 0 skips): runs per host with 4 guests
 //! - `BENCH_APPLY_RUNS` (default 3; 0 skips): applies of each kind on 200 guests
 //! - `BENCH_HOSTS` (default "walden,baseline"): which hosts to boot
-//! - `BENCH_OUT` (default bench/RESULTS.md): where the report goes
+//! - `BENCH_OUT` (default bench/RESULTS.md): where the report goes (with
+//!   bench/PERFORMANCE.md, the performance pass's record, appended)
 //! - `BENCH_COMMAND`: the command line recorded in the report
 //!
 //! The raw results are also written to build/bench/results.json.
@@ -270,7 +271,14 @@ fn main() -> anyhow::Result<()> {
     let raw = work.join("results.json");
     std::fs::write(&raw, serde_json::to_string_pretty(&json)?)?;
     ctx.failures = failures;
-    let md = report::markdown(&ctx, &results, apply.as_ref(), &apply_note);
+    let mut md = report::markdown(&ctx, &results, apply.as_ref(), &apply_note);
+    // The performance pass's before/after record is kept by hand beside the
+    // results and carried into every report.
+    let pass = repo_root().join("bench/PERFORMANCE.md");
+    if let Ok(text) = std::fs::read_to_string(&pass) {
+        md.push('\n');
+        md.push_str(&text);
+    }
     std::fs::write(&out, &md).with_context(|| format!("write {}", out.display()))?;
     eprintln!(
         "bench: wrote {} and {} in {}",
