@@ -17,11 +17,18 @@ all: build
 ## deps: install build and test dependencies (idempotent; apt only when missing)
 deps:
 	@pkgs="$(TEST_DEPS) $$(grep -v '^#' image/build-deps.txt 2>/dev/null | tr '\n' ' ')"; \
-	missing=$$(for p in $$pkgs; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "deps: installing $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "deps: all Debian packages present"; fi
+	missing() { for p in $$pkgs; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done; }; \
+	m=$$(missing); \
+	if [ -z "$$m" ]; then echo "deps: all Debian packages present"; exit 0; fi; \
+	echo "deps: installing $$m"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$m || exit 1; \
+	m=$$(missing); \
+	if [ -n "$$m" ]; then \
+		echo "deps: the install removed $$m (a conflicting version: e.g. a backported qemu-utils and bookworm's qemu-system-x86); installing bookworm's"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$m || exit 1; \
+	fi; \
+	m=$$(missing); \
+	if [ -n "$$m" ]; then echo "deps: still missing after install: $$m" >&2; exit 1; fi
 	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 ## build: the walden binary (release)

@@ -58,12 +58,14 @@ echo 5a1de2b0c0ffee005a1de2b0c0ffee00 > "$ROOT/etc/machine-id"
 cp -a "$HERE/files/." "$ROOT/"
 # The observer both hosts run (bench/README.md: how guests are observed).
 install -D -m 755 "$REPO/bench/host/observe.sh" "$ROOT/usr/local/lib/bench/observe.sh"
+# stdout is this script's answer (the directory, last line): what the
+# chroot prints goes to stderr.
 chroot "$ROOT" /bin/sh -e -c '
-    systemctl enable bench-observe.service libvirtd.service libvirt-guests.service 2>&1
+    systemctl enable bench-observe.service libvirtd.service libvirt-guests.service
     # No NICs on the benchmark guests, and dnsmasq (a recommend) is not
     # installed: the default NAT network would only fail to start.
     rm -f /etc/libvirt/qemu/networks/autostart/default.xml
-'
+' >&2
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/log/*.log "$ROOT"/var/log/apt/*
 
 chroot "$ROOT" dpkg-query -W -f='${Package}=${Version}\n' | LC_ALL=C sort > "$OUT.tmp/packages.list"
