@@ -46,8 +46,10 @@ test: deps lint test-unit test-qemu
 
 # Levels 1 and 2: pure unit tests and privileged tests (namespaces, temp
 # trees, real processes). Privileged tests refuse to be skipped in CI.
+# The bench runner's own parsing and report tests run here too.
 test-unit:
 	WALDEN_REQUIRE_PRIVILEGED=$${WALDEN_REQUIRE_PRIVILEGED:-1} $(CARGO) test --bin walden --tests
+	$(CARGO) test -p walden-bench
 
 # Level 3: the real image booted under QEMU, one machine at a time.
 test-qemu: image

@@ -173,15 +173,21 @@ pub fn markdown(
             b.len()
         );
     }
-    for &g in &cases {
-        row(
-            &mut o,
-            &format!("host memory in use excluding guests, {g} guest(s)"),
-            runs,
-            g,
-            "MiB",
-            |r| mib(r, "host_kib"),
-        );
+    for (what, key) in [
+        (
+            "host memory in use excluding guests (free(1)'s used + tmpfs, minus the guests' QEMU anonymous memory)",
+            "host_kib",
+        ),
+        (
+            "host memory unavailable excluding guests (MemTotal - MemAvailable, incl. the kernel's free-page reserves, minus the guests' QEMU PSS)",
+            "host_avail_kib",
+        ),
+    ] {
+        for &g in &cases {
+            row(&mut o, &format!("{what}, {g} guest(s)"), runs, g, "MiB", |r| {
+                mib(r, key)
+            });
+        }
     }
     for &g in &cases {
         row(
@@ -200,7 +206,14 @@ pub fn markdown(
                 "PSS (shared pages split among their users)",
                 "walden_pss_kib",
             ),
-            ("USS (pages only walden uses)", "walden_uss_kib"),
+            (
+                "USS (pages only walden uses, incl. its two binaries' clean text)",
+                "walden_uss_kib",
+            ),
+            (
+                "anonymous (heap, stacks, dirty data: not page cache)",
+                "walden_anon_kib",
+            ),
         ] {
             row(
                 &mut o,
@@ -224,6 +237,7 @@ pub fn markdown(
     // guests' QEMU processes).
     for (what, key) in [
         ("anonymous pages incl. guests' QEMU", "anon_kib"),
+        ("the guests' QEMU anonymous memory", "guests_anon_kib"),
         ("shmem/tmpfs", "shmem_kib"),
         ("unreclaimable slab", "sunreclaim_kib"),
         ("kernel stacks", "kernelstack_kib"),

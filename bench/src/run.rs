@@ -38,6 +38,8 @@ pub struct RunResult {
     pub host_ready_s: Option<f64>,
     /// The observer's BENCH-MEM fields (KiB).
     pub mem: BTreeMap<String, u64>,
+    /// The host's whole /proc/meminfo at the same moment (BENCH-MEMINFO, KiB).
+    pub meminfo: BTreeMap<String, u64>,
     /// walden: `walden status --json` once the guests were up.
     pub status: Option<Value>,
     /// Seconds from the power button to QEMU's exit.
@@ -108,7 +110,7 @@ fn measure(
         std::thread::sleep(POLL);
     }
     let all_guests_s = guest_up_s.values().copied().fold(0.0, f64::max);
-    let mem = wait_mem(m, t0 + Duration::from_secs_f64(all_guests_s))?;
+    let (mem, meminfo) = wait_mem(m, t0 + Duration::from_secs_f64(all_guests_s))?;
     let status = match kind {
         HostKind::Walden => Some(m.status_json().context("walden status --json")?),
         HostKind::Baseline => None,
@@ -141,6 +143,7 @@ fn measure(
         all_guests_s,
         host_ready_s,
         mem,
+        meminfo,
         status,
         shutdown_s,
         clean_shutdown: notes.is_empty(),
@@ -172,12 +175,21 @@ fn check_alive(
     Ok(())
 }
 
-/// Wait for the observer's BENCH-MEM line and parse its fields.
-fn wait_mem(m: &Machine, since: Instant) -> anyhow::Result<BTreeMap<String, u64>> {
+/// Name -> KiB, as the observer prints them.
+type Fields = BTreeMap<String, u64>;
+
+/// Wait for the observer's BENCH-MEM line and parse its fields and those
+/// of the BENCH-MEMINFO line printed just before it.
+fn wait_mem(m: &Machine, since: Instant) -> anyhow::Result<(Fields, Fields)> {
     loop {
         let text = m.console().text();
         if let Some(line) = text.lines().find(|l| l.contains("BENCH-MEM ")) {
-            return Ok(parse_mem(line));
+            let meminfo = text
+                .lines()
+                .find(|l| l.contains("BENCH-MEMINFO "))
+                .map(|l| parse_fields(l, "BENCH-MEMINFO "))
+                .unwrap_or_default();
+            return Ok((parse_fields(line, "BENCH-MEM "), meminfo));
         }
         check_alive(
             m,
@@ -190,9 +202,9 @@ fn wait_mem(m: &Machine, since: Instant) -> anyhow::Result<BTreeMap<String, u64>
     }
 }
 
-/// `BENCH-MEM a_kib=1 b_kib=2` -> {a_kib: 1, b_kib: 2}.
-pub fn parse_mem(line: &str) -> BTreeMap<String, u64> {
-    line.split("BENCH-MEM ")
+/// `TAG a_kib=1 b_kib=2` -> {a_kib: 1, b_kib: 2}.
+pub fn parse_fields(line: &str, tag: &str) -> BTreeMap<String, u64> {
+    line.split(tag)
         .nth(1)
         .unwrap_or("")
         .split_whitespace()
@@ -207,9 +219,22 @@ mod tests {
 
     #[test]
     fn mem_line_parses_past_console_noise() {
-        let m = parse_mem("[  3.1] x BENCH-MEM total_kib=2000 used_kib=300 host_kib=200 bad=x");
+        let m = parse_fields(
+            "[  3.1] x BENCH-MEM total_kib=2000 used_kib=300 host_kib=200 bad=x",
+            "BENCH-MEM ",
+        );
         assert_eq!(m["total_kib"], 2000);
         assert_eq!(m["host_kib"], 200);
         assert!(!m.contains_key("bad"));
+    }
+
+    #[test]
+    fn meminfo_line_keeps_names_with_parentheses() {
+        let m = parse_fields(
+            "BENCH-MEMINFO MemTotal=2014136 Active(anon)=98716 HugePages_Total=0",
+            "BENCH-MEMINFO ",
+        );
+        assert_eq!(m["Active(anon)"], 98716);
+        assert_eq!(m.len(), 3);
     }
 }
