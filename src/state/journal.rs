@@ -6,18 +6,19 @@
 //! So the new set goes through a journal first:
 //!
 //! ```text
-//! /config/.walden/install.tmp/...   written and fsync'd file by file
+//! /config/.walden/install.tmp/...   written, then one syncfs for the set
 //! /config/.walden/install/...       renamed from install.tmp: the commit point
 //! ```
 //!
-//! Then each file is written into /config atomically, files the new set
+//! Then each file that differs is written into /config (temporary names,
+//! one syncfs, renames), files the new set
 //! does not have are removed, and the journal is deleted. [`recover`] runs
 //! at boot before the config is read: an `install.tmp` is an unfinished
 //! journal and is dropped (the old set stays), an `install` is a committed
 //! one and is replayed (the new set wins). Replaying is idempotent, so a
 //! cut during recovery is recovered the same way on the next boot.
 
-use super::atomic::{atomic_write_with, Io, RealIo};
+use super::atomic::{temp_name, write_set_with, Io, RealIo};
 use super::generation::{collect_config, ConfigFiles};
 use super::StateError;
 use std::path::{Path, PathBuf};
@@ -53,21 +54,13 @@ pub fn install_with(
         replay(io, config)?;
     }
     io.remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
-    for (name, bytes) in files {
-        let path = tmp.join(name);
-        let dir = path.parent().unwrap_or(&tmp).to_path_buf();
-        io.create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        io.write_synced(&path, bytes, 0o644)
-            .map_err(io_err("write", &path))?;
-    }
-    // Directories of the journal must be durable before the commit rename.
-    io.create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
-    let guests_tmp = tmp.join("guests");
-    if guests_tmp.exists() {
-        io.sync_dir(&guests_tmp)
-            .map_err(io_err("sync directory", &guests_tmp))?;
-    }
-    io.sync_dir(&tmp).map_err(io_err("sync directory", &tmp))?;
+    write_set_with(
+        io,
+        &tmp,
+        files
+            .iter()
+            .map(|(name, bytes)| (tmp.join(name), bytes.as_slice())),
+    )?;
     io.rename(&tmp, &journal)
         .map_err(io_err("commit the journal", &journal))?;
     io.sync_dir(&state)
@@ -103,8 +96,26 @@ fn replay(io: &mut dyn Io, config: &Path) -> Result<Vec<String>, StateError> {
     let guests = config.join("guests");
     io.create_dir_all(&guests)
         .map_err(io_err("create", &guests))?;
-    for (name, bytes) in &files {
-        atomic_write_with(io, &config.join(name), bytes, 0o644)?;
+    // Only what differs is rewritten: each file into its temporary name,
+    // all of them made durable at once, then renamed into place. A cut
+    // before the last rename leaves the journal, so the replay runs again.
+    let changed: Vec<(PathBuf, &[u8])> = files
+        .iter()
+        .map(|(name, bytes)| (config.join(name), bytes.as_slice()))
+        .filter(|(path, bytes)| std::fs::read(path).ok().as_deref() != Some(*bytes))
+        .collect();
+    if !changed.is_empty() {
+        write_set_with(
+            io,
+            config,
+            changed
+                .iter()
+                .map(|(path, bytes)| (temp_name(path), *bytes)),
+        )?;
+        for (path, _) in &changed {
+            io.rename(&temp_name(path), path)
+                .map_err(io_err("rename into place", path))?;
+        }
     }
     let mut removed = Vec::new();
     for name in present(config) {
@@ -116,6 +127,8 @@ fn replay(io: &mut dyn Io, config: &Path) -> Result<Vec<String>, StateError> {
     }
     io.sync_dir(&guests)
         .map_err(io_err("sync directory", &guests))?;
+    io.sync_dir(config)
+        .map_err(io_err("sync directory", config))?;
     io.remove_dir_all(&journal)
         .map_err(io_err("remove", &journal))?;
     let state = journal.parent().unwrap_or(config).to_path_buf();
@@ -185,6 +198,31 @@ mod tests {
         assert!(!tmp.path().join(JOURNAL).exists());
         assert!(!tmp.path().join(JOURNAL_TMP).exists());
         assert_eq!(recover(tmp.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn only_the_files_that_differ_are_rewritten() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        seed(tmp.path());
+        let ino = |name: &str| std::fs::metadata(tmp.path().join(name)).unwrap().ino();
+        let before = (ino("host.toml"), ino("guests/a.toml"), ino("guests/b.toml"));
+        let mut more = old();
+        more.insert("guests/d.toml".into(), b"schema = 1\n# d\n".to_vec());
+        install(tmp.path(), &more).unwrap();
+        assert_eq!(collect_config(tmp.path()).unwrap(), more);
+        // A rewrite renames a new inode into place; these were left alone.
+        assert_eq!(
+            before,
+            (ino("host.toml"), ino("guests/a.toml"), ino("guests/b.toml"))
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("guests"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the config disk, and its in-memory twin for tests (bottlerocket's
 //! `DataStore` / `MemoryDataStore`).
 
-use super::atomic::{atomic_write_with, Io, RealIo};
+use super::atomic::{atomic_write_with, write_set_with, Io, RealIo};
 use super::generation::{content_hash, now_secs, ConfigFiles, GenerationId, Meta};
 use super::StateError;
 use std::path::{Path, PathBuf};
@@ -147,20 +147,17 @@ impl Store for FsStore {
         io.remove_dir_all(&tmp).map_err(e("remove", &tmp))?;
         io.create_dir_all(&tmp.join("guests"))
             .map_err(e("create", &tmp))?;
-        for (name, bytes) in files {
-            let path = tmp.join(name);
-            io.write_synced(&path, bytes, 0o644)
-                .map_err(e("write", &path))?;
-        }
         let meta_path = tmp.join("meta.toml");
         let text = toml::to_string(meta).map_err(|err| StateError::BadMeta {
             path: meta_path.clone(),
             message: err.to_string(),
         })?;
-        io.write_synced(&meta_path, text.as_bytes(), 0o644)
-            .map_err(e("write", &meta_path))?;
-        io.sync_dir(&tmp.join("guests")).map_err(e("sync", &tmp))?;
-        io.sync_dir(&tmp).map_err(e("sync", &tmp))?;
+        let set = files
+            .iter()
+            .map(|(name, bytes)| (tmp.join(name), bytes.as_slice()))
+            .chain([(meta_path, text.as_bytes())]);
+        // One syncfs for the whole generation, then the rename commits it.
+        write_set_with(io.as_mut(), &tmp, set)?;
         io.rename(&tmp, &dest)
             .map_err(e("rename into place", &dest))?;
         io.sync_dir(&self.dir).map_err(e("sync", &self.dir))?;
