@@ -118,10 +118,51 @@ impl Engine {
             Instant::now(),
         );
         let n = actions.len();
-        for action in actions {
+        let (starts, others): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Start { .. }));
+        for action in others {
             self.execute(action);
         }
+        self.start_side_by_side(starts);
         Ok(n)
+    }
+
+    /// Start every guest whose prerequisites hold at once, each on a thread
+    /// of its own: a start waits for QEMU to come up (seconds on a loaded
+    /// or emulated host), which should not hold back guests that do not
+    /// depend on it; libvirt starts different domains concurrently. A
+    /// guest whose thread cannot be created starts on this one.
+    fn start_side_by_side(&self, starts: Vec<Action>) {
+        if starts.len() < 2 {
+            starts.into_iter().for_each(|a| self.execute(a));
+            return;
+        }
+        std::thread::scope(|scope| {
+            for action in starts {
+                let name = match &action {
+                    Action::Start { config, .. } => config.name.to_string(),
+                    _ => String::new(),
+                };
+                // Shared with the thread, so the action is still here to run
+                // when the thread cannot be created.
+                let slot = Arc::new(Mutex::new(Some(action)));
+                let theirs = slot.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("start-{name}"))
+                    .spawn_scoped(scope, move || {
+                        if let Some(a) = lock(&theirs).take() {
+                            self.execute(a);
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(guest = %name, "starting on the monitor thread: no thread: {e}");
+                    if let Some(a) = lock(&slot).take() {
+                        self.execute(a);
+                    }
+                }
+            }
+        });
     }
 
     fn execute(&self, action: Action) {
