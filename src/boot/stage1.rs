@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! walden stage1: starting (walden 0.1.0, kernel 6.1.0-26-amd64)
-//! walden stage1: loaded 23 kernel modules
+//! walden stage1: loaded 23 kernel modules in 0.4 s
 //! walden stage1: looking for boot media LABEL=WALDEN-BOOT
-//! walden stage1: boot media /dev/vda2 (vfat label WALDEN-BOOT)
+//! walden stage1: boot media /dev/vda2 (vfat label WALDEN-BOOT) after 0.0 s
 //! walden stage1: verifying root.squashfs (143 MiB)...
 //! walden stage1: root.squashfs verified in 1.9 s
 //! walden stage1: switching root to images/0.1.0/root.squashfs
@@ -117,13 +117,18 @@ fn boot() -> Result<Infallible, BootError> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_string)
         .collect();
+    let t = Instant::now();
     let (loaded, problems) = modules::load_all(&Path::new("/lib/modules").join(&kver), &wanted);
     for p in &problems {
         say(&format!("warning: {p}"));
     }
-    say(&format!("loaded {loaded} kernel modules"));
+    say(&format!(
+        "loaded {loaded} kernel modules in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
 
     say(&format!("looking for boot media {}", cmdline.media));
+    let t = Instant::now();
     let wait = cmdline.wait;
     let found =
         media::find(
@@ -131,7 +136,9 @@ fn boot() -> Result<Infallible, BootError> {
             Path::new("/dev"),
             &cmdline.media,
             wait,
-            Duration::from_millis(500),
+            // A USB stick shows up whenever its bus is enumerated; a scan is
+            // a few superblock reads from the page cache, so look often.
+            Duration::from_millis(100),
             |seen| {
                 say(&format!(
                 "no boot media with {} yet (seen: {}); waiting up to {} s for late devices (USB)",
@@ -142,7 +149,11 @@ fn boot() -> Result<Infallible, BootError> {
             },
         )?;
     let device = found.device.display().to_string();
-    say(&format!("boot media {device} ({})", found.probe));
+    say(&format!(
+        "boot media {device} ({}) after {:.1} s",
+        found.probe,
+        t.elapsed().as_secs_f64()
+    ));
     let data = match found.probe.fstype {
         FsType::Vfat => Some("shortname=mixed,utf8"),
         _ => None,

@@ -235,7 +235,9 @@ fn config_disk(b: &mut BringUp) -> Result<StepOutcome, StepError> {
         ))
     })?;
     let dev = &found.device;
+    let t = std::time::Instant::now();
     let fsck = fsck(dev);
+    let fsck_s = t.elapsed().as_secs_f64();
     std::fs::create_dir_all(&paths.config)
         .map_err(|e| StepError::new(format!("cannot create {}: {e}", paths.config.display())))?;
     nix::mount::mount(
@@ -253,10 +255,11 @@ fn config_disk(b: &mut BringUp) -> Result<StepOutcome, StepError> {
         ))
     })?;
     Ok(StepOutcome::Done(format!(
-        "mounted {} ({}) at {}; {fsck}",
+        "mounted {} ({}) at {}; {fsck} (e2fsck {fsck_s:.1} s, mount {:.1} s)",
         dev.display(),
         found.probe,
-        paths.config.display()
+        paths.config.display(),
+        t.elapsed().as_secs_f64() - fsck_s
     )))
 }
 
