@@ -18,6 +18,10 @@ const MEM_TIMEOUT: Duration = Duration::from_secs(120);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Console lines that end a run at once: walden gave up on its guests.
 const GIVE_UP: &[&str] = &["[step=guests] failed"];
+/// A host CPU stuck this long in its kernel (the soft-lockup watchdog's
+/// "stuck for N s") does not come back: seen once here under TCG, with a
+/// nested QEMU starting; the run would otherwise sit out GUESTS_TIMEOUT.
+const LOCKUP_GIVE_UP_S: u64 = 120;
 /// How often the console is scanned for markers.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -166,6 +170,16 @@ fn check_alive(
     if let Some(line) = text.lines().find(|l| GIVE_UP.iter().any(|p| l.contains(p))) {
         bail!("while waiting for {what}: {}", line.trim());
     }
+    if let Some(line) = text
+        .lines()
+        .find(|l| lockup_s(l).is_some_and(|s| s >= LOCKUP_GIVE_UP_S))
+    {
+        bail!(
+            "the host's kernel hung while waiting for {what} (given up after a CPU was stuck \
+             {LOCKUP_GIVE_UP_S} s or more): {}",
+            line.trim()
+        );
+    }
     if m.console().is_closed() {
         bail!("QEMU exited while waiting for {what}");
     }
@@ -173,6 +187,13 @@ fn check_alive(
         bail!("{what}: not seen within {timeout:?} of power-on");
     }
     Ok(())
+}
+
+/// N of a kernel line "watchdog: BUG: soft lockup - CPU#0 stuck for Ns!".
+fn lockup_s(line: &str) -> Option<u64> {
+    let rest = line.split("soft lockup - CPU#").nth(1)?;
+    let secs = rest.split("stuck for ").nth(1)?;
+    secs.split('s').next()?.parse().ok()
 }
 
 /// Name -> KiB, as the observer prints them.
@@ -216,6 +237,17 @@ pub fn parse_fields(line: &str, tag: &str) -> BTreeMap<String, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_soft_lockup_line_gives_its_seconds() {
+        let l = "[  316.588107] watchdog: BUG: soft lockup - CPU#0 stuck for 279s! [qemu-system-x86:216]";
+        assert_eq!(lockup_s(l), Some(279));
+        assert_eq!(
+            lockup_s("[ 40.36] rcu: INFO: rcu_preempt self-detected stall on CPU"),
+            None
+        );
+        assert_eq!(lockup_s("walden: ready in 5 ms"), None);
+    }
 
     #[test]
     fn mem_line_parses_past_console_noise() {
