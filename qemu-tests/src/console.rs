@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 /// How many console lines a failed wait prints.
 pub const TAIL_LINES: usize = 80;
 
+/// How long a match waits for the rest of its line (115200 baud sends a
+/// line in milliseconds, but a busy TCG guest can pause mid-line).
+pub const LINE_GRACE: Duration = Duration::from_secs(5);
+
 /// Removes `\r` and ANSI/VT100 escape sequences from a byte stream, keeping
 /// state across chunk boundaries. Firmware (OVMF, GRUB) paints the serial
 /// console with cursor moves and colours; matching works on plain text.
@@ -164,6 +168,7 @@ impl Console {
         let mut buf = self.shared.lock();
         loop {
             if let Some((index, start, end)) = earliest(&buf.text, buf.cursor, patterns, fatal) {
+                buf = self.rest_of_line(buf, end);
                 let line = line_around(&buf.text, start, end);
                 buf.cursor = end;
                 if index < patterns.len() {
@@ -195,6 +200,29 @@ impl Console {
                     timeout,
                     log: self.log.clone(),
                 });
+            }
+            buf = self
+                .shared
+                .grew
+                .wait_timeout(buf, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Wait (at most [`LINE_GRACE`]) until the line holding a match that ends
+    /// at `end` is complete, so the line returned is the whole line and not
+    /// the part the serial port had sent when the pattern matched.
+    fn rest_of_line<'a>(
+        &'a self,
+        mut buf: MutexGuard<'a, Buffer>,
+        end: usize,
+    ) -> MutexGuard<'a, Buffer> {
+        let deadline = Instant::now() + LINE_GRACE;
+        loop {
+            let now = Instant::now();
+            if buf.closed || buf.text[end..].contains(&b'\n') || now >= deadline {
+                return buf;
             }
             buf = self
                 .shared

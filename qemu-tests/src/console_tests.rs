@@ -60,6 +60,24 @@ fn waits_for_text_that_arrives_later_and_returns_its_line() {
 }
 
 #[test]
+fn a_match_returns_its_whole_line_even_when_the_rest_comes_later() {
+    let (console, mut writer, _dir) = console_with_writer();
+    writer
+        .write_all(b"walden: error: rolled back from 2.0: ")
+        .unwrap();
+    let feeder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        writer.write_all(b"watchdog reset\r\n").unwrap();
+        writer
+    });
+    let m = console
+        .wait_for_any(&["rolled back from 2.0:"], &[], Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(m.line, "walden: error: rolled back from 2.0: watchdog reset");
+    drop(feeder.join().unwrap());
+}
+
+#[test]
 fn waits_are_ordered_by_a_cursor() {
     let (console, mut writer, _dir) = console_with_writer();
     writer.write_all(b"second\nfirst\n").unwrap();
