@@ -22,6 +22,10 @@ const GIVE_UP: &[&str] = &["[step=guests] failed"];
 /// "stuck for N s") does not come back: seen once here under TCG, with a
 /// nested QEMU starting; the run would otherwise sit out GUESTS_TIMEOUT.
 const LOCKUP_GIVE_UP_S: u64 = 120;
+/// A host console silent this long while guests boot has hung: the guests'
+/// serial logs are copied to it, and nested kernels print every few seconds.
+/// Seen once here under TCG (nothing after libvirtd's start for 25 min).
+const SILENT_GIVE_UP: Duration = Duration::from_secs(600);
 /// How often the console is scanned for markers.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -93,9 +97,24 @@ fn measure(
         .collect();
     let mut guest_up_s = BTreeMap::new();
     let mut host_ready_s = None;
+    let mut silence = Silence::new(t0);
     while guest_up_s.len() < markers.len() {
         let text = m.console().text();
         let now = t0.elapsed().as_secs_f64();
+        let quiet = silence.after(text.len(), Instant::now());
+        if quiet > qemu_tests::scaled(SILENT_GIVE_UP) {
+            let state = m
+                .qmp("query-status", None)
+                .map(|v| v["status"].as_str().unwrap_or("?").to_string())
+                .unwrap_or_else(|e| format!("unknown ({e})"));
+            bail!(
+                "the host hung while waiting for every guest's GUEST-UP marker: its console \
+                 printed nothing for {} s (last output {:.0} s after power-on; QEMU says the \
+                 machine is {state})",
+                quiet.as_secs(),
+                silence.since.duration_since(t0).as_secs_f64()
+            );
+        }
         for (g, marker) in &markers {
             if !guest_up_s.contains_key(g) && text.contains(marker.as_str()) {
                 guest_up_s.insert(g.clone(), now);
@@ -189,6 +208,27 @@ fn check_alive(
     Ok(())
 }
 
+/// How long the console has not grown.
+struct Silence {
+    len: usize,
+    since: Instant,
+}
+
+impl Silence {
+    fn new(now: Instant) -> Self {
+        Self { len: 0, since: now }
+    }
+
+    /// The console is `len` bytes at `now`: how long it has been that size.
+    fn after(&mut self, len: usize, now: Instant) -> Duration {
+        if len != self.len {
+            self.len = len;
+            self.since = now;
+        }
+        now.saturating_duration_since(self.since)
+    }
+}
+
 /// N of a kernel line "watchdog: BUG: soft lockup - CPU#0 stuck for Ns!".
 fn lockup_s(line: &str) -> Option<u64> {
     let rest = line.split("soft lockup - CPU#").nth(1)?;
@@ -247,6 +287,19 @@ mod tests {
             None
         );
         assert_eq!(lockup_s("walden: ready in 5 ms"), None);
+    }
+
+    #[test]
+    fn silence_counts_from_the_last_growth_of_the_console() {
+        let t0 = Instant::now();
+        let mut s = Silence::new(t0);
+        assert_eq!(s.after(10, t0 + Duration::from_secs(5)), Duration::ZERO);
+        assert_eq!(
+            s.after(10, t0 + Duration::from_secs(65)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(s.after(11, t0 + Duration::from_secs(70)), Duration::ZERO);
+        assert_eq!(s.since, t0 + Duration::from_secs(70));
     }
 
     #[test]
