@@ -73,7 +73,10 @@ fn a_match_returns_its_whole_line_even_when_the_rest_comes_later() {
     let m = console
         .wait_for_any(&["rolled back from 2.0:"], &[], Duration::from_secs(5))
         .unwrap();
-    assert_eq!(m.line, "walden: error: rolled back from 2.0: watchdog reset");
+    assert_eq!(
+        m.line,
+        "walden: error: rolled back from 2.0: watchdog reset"
+    );
     drop(feeder.join().unwrap());
 }
 
