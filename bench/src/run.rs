@@ -107,10 +107,18 @@ fn measure(
                 .qmp("query-status", None)
                 .map(|v| v["status"].as_str().unwrap_or("?").to_string())
                 .unwrap_or_else(|e| format!("unknown ({e})"));
+            // Whether walden still answers tells a frozen host from a stuck step.
+            let walden = match kind {
+                HostKind::Walden => match m.status_json() {
+                    Ok(v) => format!("; walden answers: {}", status_summary(&v)),
+                    Err(e) => format!("; walden does not answer: {e}"),
+                },
+                HostKind::Baseline => String::new(),
+            };
             bail!(
                 "the host hung while waiting for every guest's GUEST-UP marker: its console \
                  printed nothing for {} s (last output {:.0} s after power-on; QEMU says the \
-                 machine is {state})",
+                 machine is {state}{walden})",
                 quiet.as_secs(),
                 silence.since.duration_since(t0).as_secs_f64()
             );
@@ -208,6 +216,46 @@ fn check_alive(
     Ok(())
 }
 
+/// `phase ready, guests: g1 running` from `walden status --json`, with the
+/// step still running if any and the last error.
+fn status_summary(v: &Value) -> String {
+    let guests: Vec<String> = v["guests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            format!(
+                "{} {}",
+                g["name"].as_str().unwrap_or("?"),
+                g["state"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let running: Vec<&str> = v["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["state"] == "running")
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    let mut out = format!(
+        "phase {}, guests: {}",
+        v["phase"].as_str().unwrap_or("?"),
+        if guests.is_empty() {
+            "none".to_string()
+        } else {
+            guests.join(", ")
+        }
+    );
+    if !running.is_empty() {
+        out.push_str(&format!(", steps not finished: {}", running.join(" ")));
+    }
+    if let Some(e) = v["last_error"].as_str() {
+        out.push_str(&format!(", last error: {e}"));
+    }
+    out
+}
+
 /// How long the console has not grown.
 struct Silence {
     len: usize,
@@ -287,6 +335,24 @@ mod tests {
             None
         );
         assert_eq!(lockup_s("walden: ready in 5 ms"), None);
+    }
+
+    #[test]
+    fn a_stuck_walden_is_summarised_from_its_status() {
+        let v = serde_json::json!({
+            "phase": "bring-up",
+            "guests": [{"name": "g1", "state": "starting"}],
+            "steps": [
+                {"name": "services", "state": "done"},
+                {"name": "guests", "state": "running"},
+                {"name": "health", "state": "pending"}
+            ],
+            "last_error": null
+        });
+        assert_eq!(
+            status_summary(&v),
+            "phase bring-up, guests: g1 starting, steps not finished: guests"
+        );
     }
 
     #[test]
