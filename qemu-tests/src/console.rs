@@ -107,6 +107,18 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Buffer> {
         self.buf.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Wait at most `timeout` for the reader to append text (or close).
+    fn wait_grew<'a>(
+        &self,
+        buf: MutexGuard<'a, Buffer>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Buffer> {
+        self.grew
+            .wait_timeout(buf, timeout)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
 }
 
 /// A successful wait: which pattern matched and the whole console line around it.
@@ -201,12 +213,7 @@ impl Console {
                     log: self.log.clone(),
                 });
             }
-            buf = self
-                .shared
-                .grew
-                .wait_timeout(buf, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            buf = self.shared.wait_grew(buf, deadline - now);
         }
     }
 
@@ -224,12 +231,7 @@ impl Console {
             if buf.closed || buf.text[end..].contains(&b'\n') || now >= deadline {
                 return buf;
             }
-            buf = self
-                .shared
-                .grew
-                .wait_timeout(buf, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            buf = self.shared.wait_grew(buf, deadline - now);
         }
     }
 
