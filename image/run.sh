@@ -84,7 +84,7 @@ esac
 rm -f "$run/control.sock"
 args+=(-drive "if=none,id=config,format=raw,file=$run/config.img" -device virtio-blk-pci,drive=config
        -netdev user,id=net0 -device virtio-net-pci,netdev=net0
-       -device virtio-serial
+       -device virtio-serial -device virtio-rng-pci
        -chardev "socket,id=ctl,path=$run/control.sock,server=on,wait=off"
        -device virtserialport,chardev=ctl,name=org.walden.control)
 

@@ -5,6 +5,7 @@
 
 mod boot;
 mod cli;
+mod command;
 mod config;
 mod context;
 mod control;

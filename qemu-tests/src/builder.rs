@@ -323,6 +323,12 @@ impl MachineBuilder {
             self.cpus.to_string(),
         ]);
         a.extend(["-display".into(), "none".into()]);
+        // An entropy source, as every real machine has one (RDRAND, a TPM):
+        // TCG's CPU has no RDRAND, and without a source the kernel's random
+        // pool is filled by its jitter loop, which under TCG sometimes
+        // soft-locks the CPU of the first getrandom() caller (ssh-keygen on
+        // a new config disk) for good.
+        a.extend(["-device".into(), "virtio-rng-pci".into()]);
         a.extend([
             "-chardev".into(),
             "stdio,id=con,signal=off".into(),

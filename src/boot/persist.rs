@@ -26,6 +26,7 @@ use crate::context::Paths;
 use nix::mount::MsFlags;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// One overlay to mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +106,23 @@ pub const SSH_HOST_KEYS: &[(&str, &str)] = &[
     ("ecdsa", "ssh_host_ecdsa_key"),
 ];
 
+/// How long one ssh-keygen may run. It takes well under a second, unless
+/// the kernel's random pool is not initialised yet: getrandom() then blocks.
+const KEYGEN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What to do when key generation waits on the kernel's random pool.
+const RANDOM_POOL_HINT: &str = "the kernel's random pool was not initialised when it started: \
+     give this machine an entropy source (a CPU with RDRAND, a TPM, or virtio-rng for a VM)";
+
+/// Whether the kernel's random pool is initialised, so getrandom() does
+/// not block. An old kernel without getrandom() counts as ready.
+pub fn random_pool_ready() -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: getrandom writes at most one byte into `byte`.
+    let n = unsafe { libc::getrandom(byte.as_mut_ptr().cast(), 1, libc::GRND_NONBLOCK) };
+    n == 1 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN)
+}
+
 /// The missing ssh host keys under `root`'s /etc/ssh, made with the image's
 /// ssh-keygen. /etc/ssh is on the config disk now, so this happens once per
 /// machine, not once per boot. Each key is written under a temporary name,
@@ -112,6 +130,11 @@ pub const SSH_HOST_KEYS: &[(&str, &str)] = &[
 /// key (made again next boot) or a whole one. None when the image has no
 /// OpenSSH.
 pub fn ssh_host_keys(root: &Path) -> Option<String> {
+    ssh_host_keys_within(root, KEYGEN_TIMEOUT)
+}
+
+/// [`ssh_host_keys`], each ssh-keygen killed after `limit`.
+fn ssh_host_keys_within(root: &Path, limit: Duration) -> Option<String> {
     let keygen = root.join("usr/bin/ssh-keygen");
     if !keygen.exists() {
         return None;
@@ -123,7 +146,7 @@ pub fn ssh_host_keys(root: &Path) -> Option<String> {
         if key.exists() {
             continue;
         }
-        if let Err(e) = make_key(&keygen, &dir, kind, file) {
+        if let Err(e) = make_key(&keygen, &dir, kind, file, limit) {
             return Some(format!("ssh host keys: {e}"));
         }
         made.push(*kind);
@@ -135,25 +158,34 @@ pub fn ssh_host_keys(root: &Path) -> Option<String> {
     })
 }
 
-fn make_key(keygen: &Path, dir: &Path, kind: &str, file: &str) -> Result<(), String> {
+fn make_key(
+    keygen: &Path,
+    dir: &Path,
+    kind: &str,
+    file: &str,
+    limit: Duration,
+) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let tmp = dir.join(format!(".{file}.walden-tmp"));
     let tmp_pub = dir.join(format!(".{file}.walden-tmp.pub"));
     for f in [&tmp, &tmp_pub] {
         let _ = std::fs::remove_file(f);
     }
-    let out = std::process::Command::new(keygen)
-        .args(["-q", "-t", kind, "-N", "", "-C", "root@walden", "-f"])
-        .arg(&tmp)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", keygen.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ssh-keygen -t {kind} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    let pool_was_ready = random_pool_ready();
+    let mut cmd = std::process::Command::new(keygen);
+    cmd.args(["-q", "-t", kind, "-N", "", "-C", "root@walden", "-f"])
+        .arg(&tmp);
+    let hint = || {
+        if pool_was_ready {
+            String::new()
+        } else {
+            format!("; {RANDOM_POOL_HINT}")
+        }
+    };
+    match crate::command::run(&mut cmd, limit) {
+        Ok(f) if f.status.success() => {}
+        Ok(f) => return Err(format!("ssh-keygen -t {kind} failed ({})", f.reason())),
+        Err(e) => return Err(format!("ssh-keygen -t {kind}: {e}{}", hint())),
     }
     // ssh-keygen does not fsync; the keys must survive a power cut.
     for f in [&tmp_pub, &tmp] {
@@ -299,6 +331,40 @@ mod tests {
             nix::mount::umount(&o.target).unwrap();
         }
         Ok(())
+    }
+
+    #[test]
+    fn a_failing_or_stuck_ssh_keygen_is_reported_and_leaves_no_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        let keygen = root.join("usr/bin/ssh-keygen");
+        let fake = |script: &str| {
+            std::fs::write(&keygen, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(&keygen, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        fake("echo 'no entropy today' >&2; exit 1");
+        let said = ssh_host_keys_within(root, Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            said,
+            "ssh host keys: ssh-keygen -t ed25519 failed (exit status: 1: no entropy today)"
+        );
+        fake("exec sleep 30");
+        let start = std::time::Instant::now();
+        let said = ssh_host_keys_within(root, Duration::from_millis(300)).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(10), "{said}");
+        assert!(
+            said.starts_with(
+                "ssh host keys: ssh-keygen -t ed25519: did not finish within 0.3 s; killed"
+            ),
+            "{said}"
+        );
+        // This machine's pool is long initialised, so no entropy hint.
+        assert!(random_pool_ready());
+        assert!(!said.contains("random pool"), "{said}");
+        let left: Vec<_> = std::fs::read_dir(root.join("etc/ssh")).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use super::BootError;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// udevd's path in the image (bookworm, merged /usr).
@@ -89,33 +89,12 @@ pub fn coldplug(root: &Path, timeout: Duration) -> Result<String, BootError> {
 
 /// Run `argv`, killing it after `limit`.
 fn run(argv: &[String], limit: Duration) -> Result<(), BootError> {
-    let command = argv.join(" ");
-    let fail = |reason: String| BootError::Command {
-        command: command.clone(),
-        reason,
-    };
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| fail(format!("cannot start: {e}")))?;
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(fail(format!("failed ({status})"))),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail(format!(
-                    "did not finish within {} s; killed",
-                    limit.as_secs()
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(fail(format!("wait: {e}"))),
-        }
-    }
+    crate::command::run_ok(Command::new(&argv[0]).args(&argv[1..]), limit)
+        .map(drop)
+        .map_err(|reason| BootError::Command {
+            command: argv.join(" "),
+            reason,
+        })
 }
 
 #[cfg(test)]

@@ -6,11 +6,10 @@
 //! rebase them.
 
 use crate::config::{DiskConfig, DiskFormat, DiskSource, GuestConfig};
-use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// How long one qemu-img call may take (create is metadata only).
 const QEMU_IMG_TIMEOUT: Duration = Duration::from_secs(60);
@@ -230,45 +229,10 @@ impl Ctx<'_> {
 
     /// Run qemu-img with a timeout; its stdout on success.
     fn run(&self, args: &[String]) -> Result<String, DiskError> {
-        let mut child = Command::new(self.qemu_img)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| self.error(args, format!("cannot run it: {e}")))?;
-        let deadline = Instant::now() + QEMU_IMG_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(self.error(
-                        args,
-                        format!("no answer within {}s", QEMU_IMG_TIMEOUT.as_secs()),
-                    ));
-                }
-                Err(e) => return Err(self.error(args, format!("cannot wait for it: {e}"))),
-            }
-        };
-        // qemu-img's output is small: it fits the pipe buffers, so reading
-        // after the exit cannot deadlock.
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        if let Some(mut o) = child.stdout.take() {
-            let _ = o.read_to_string(&mut stdout);
-        }
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
-        if status.success() {
-            Ok(stdout)
-        } else {
-            Err(self.error(args, format!("{status}: {}", stderr.trim())))
+        match crate::command::run(Command::new(self.qemu_img).args(args), QEMU_IMG_TIMEOUT) {
+            Ok(f) if f.status.success() => Ok(f.stdout),
+            Ok(f) => Err(self.error(args, f.reason())),
+            Err(e) => Err(self.error(args, e.to_string())),
         }
     }
 }

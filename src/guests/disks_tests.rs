@@ -136,7 +136,7 @@ fn reports_a_qemu_img_that_cannot_run() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        e.contains("`/nonexistent/qemu-img create -q -f qcow2") && e.contains("cannot run it"),
+        e.contains("`/nonexistent/qemu-img create -q -f qcow2") && e.contains("cannot start"),
         "{e}"
     );
 }

@@ -26,7 +26,7 @@ use crate::supervisor::status::{ServiceState, Status, StepState};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -236,32 +236,10 @@ pub fn unhealthy(status: &Status) -> Option<String> {
 /// Run the operator's `[health] command`; `None` when it exited 0.
 fn command_fails(argv: &[String]) -> Option<String> {
     let (prog, args) = argv.split_first()?;
-    let mut child = match Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => return Some(format!("health command {prog} cannot start: {e}")),
-    };
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) if st.success() => return None,
-            Ok(Some(st)) => return Some(format!("health command {prog} failed ({st})")),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Some(format!(
-                    "health command {prog} did not finish within {} s",
-                    COMMAND_TIMEOUT.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => return Some(format!("health command {prog}: {e}")),
-        }
+    match crate::command::run(Command::new(prog).args(args), COMMAND_TIMEOUT) {
+        Ok(f) if f.status.success() => None,
+        Ok(f) => Some(format!("health command {prog} failed ({})", f.reason())),
+        Err(e) => Some(format!("health command {prog}: {e}")),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::config::PciAddress;
 use crate::context::Paths;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The side effects binding needs.
@@ -77,35 +77,10 @@ impl Kernel for RealKernel {
 
 /// Run a command, killing it after `timeout`.
 fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                return Err(format!("{cmd:?} failed ({status}): {}", err.trim()));
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{cmd:?} did not finish within {}s",
-                    timeout.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("waiting for {cmd:?}: {e}")),
-        }
-    }
+    let what = format!("{cmd:?}");
+    crate::command::run_ok(cmd, timeout)
+        .map(drop)
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 /// Bounds of the waits after binding.
