@@ -274,6 +274,7 @@ impl Drop for Console {
                 let _ = reader.join();
             }
         }
+        crate::lockup::note(&self.text(), &self.log);
     }
 }
 

@@ -39,16 +39,28 @@ fn boots_to_ready(name: &str, media: Media, firmware: Firmware) -> anyhow::Resul
 
 #[test]
 fn usb_uefi_boots_to_ready() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(usb_uefi_boots_to_ready_once)
+}
+
+fn usb_uefi_boots_to_ready_once() -> anyhow::Result<()> {
     boots_to_ready("usb_uefi_boots_to_ready", Media::Usb, Firmware::Uefi)
 }
 
 #[test]
 fn usb_bios_boots_to_ready() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(usb_bios_boots_to_ready_once)
+}
+
+fn usb_bios_boots_to_ready_once() -> anyhow::Result<()> {
     boots_to_ready("usb_bios_boots_to_ready", Media::Usb, Firmware::Bios)
 }
 
 #[test]
 fn iso_cdrom_bios_boots_to_ready() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(iso_cdrom_bios_boots_to_ready_once)
+}
+
+fn iso_cdrom_bios_boots_to_ready_once() -> anyhow::Result<()> {
     boots_to_ready(
         "iso_cdrom_bios_boots_to_ready",
         Media::IsoCdrom,
@@ -58,6 +70,10 @@ fn iso_cdrom_bios_boots_to_ready() -> anyhow::Result<()> {
 
 #[test]
 fn iso_written_to_usb_uefi_boots_to_ready() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(iso_written_to_usb_uefi_boots_to_ready_once)
+}
+
+fn iso_written_to_usb_uefi_boots_to_ready_once() -> anyhow::Result<()> {
     boots_to_ready(
         "iso_written_to_usb_uefi_boots_to_ready",
         Media::IsoDisk,

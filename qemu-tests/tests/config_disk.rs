@@ -139,6 +139,10 @@ echo "SSH-CHECK: $(echo $out | tr '\n' ' ')" > /dev/console"#;
 
 #[test]
 fn etc_and_a_host_toml_change_survive_a_reboot() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(etc_and_a_host_toml_change_survive_a_reboot_once)
+}
+
+fn etc_and_a_host_toml_change_survive_a_reboot_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("etc_and_a_host_toml_change_survive_a_reboot")? else {
         return Ok(());
     };
@@ -223,6 +227,10 @@ fn etc_and_a_host_toml_change_survive_a_reboot() -> anyhow::Result<()> {
 
 #[test]
 fn a_broken_host_toml_boots_the_last_known_good_generation() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(a_broken_host_toml_boots_the_last_known_good_generation_once)
+}
+
+fn a_broken_host_toml_boots_the_last_known_good_generation_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("a_broken_host_toml_boots_the_last_known_good_generation")?
     else {
         return Ok(());
@@ -285,6 +293,10 @@ fn a_broken_host_toml_boots_the_last_known_good_generation() -> anyhow::Result<(
 
 #[test]
 fn no_config_disk_is_maintenance_until_one_is_plugged_in() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(no_config_disk_is_maintenance_until_one_is_plugged_in_once)
+}
+
+fn no_config_disk_is_maintenance_until_one_is_plugged_in_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("no_config_disk_is_maintenance_until_one_is_plugged_in")?
     else {
         return Ok(());
@@ -371,6 +383,10 @@ fn bridges(status: &serde_json::Value) -> Vec<String> {
 /// boots the old or the new config, never a mix, on a clean file system.
 #[test]
 fn config_apply_confirm_revert_and_a_power_cut_mid_apply() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(config_apply_confirm_revert_and_a_power_cut_mid_apply_once)
+}
+
+fn config_apply_confirm_revert_and_a_power_cut_mid_apply_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("config_apply_confirm_revert_and_a_power_cut_mid_apply")?
     else {
         return Ok(());

@@ -228,6 +228,12 @@ fn log_on_config_disk(m: &Machine, name: &str) -> anyhow::Result<String> {
 
 #[test]
 fn two_guests_start_in_order_and_stop_cleanly_on_the_power_button() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(
+        two_guests_start_in_order_and_stop_cleanly_on_the_power_button_once,
+    )
+}
+
+fn two_guests_start_in_order_and_stop_cleanly_on_the_power_button_once() -> anyhow::Result<()> {
     let Some(env) =
         TestEnv::with_image("two_guests_start_in_order_and_stop_cleanly_on_the_power_button")?
     else {
@@ -294,6 +300,10 @@ fn killer() -> String {
 
 #[test]
 fn killed_guest_is_restarted_until_the_crash_loop_limit() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(killed_guest_is_restarted_until_the_crash_loop_limit_once)
+}
+
+fn killed_guest_is_restarted_until_the_crash_loop_limit_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("killed_guest_is_restarted_until_the_crash_loop_limit")?
     else {
         return Ok(());
@@ -344,6 +354,10 @@ fn killed_guest_is_restarted_until_the_crash_loop_limit() -> anyhow::Result<()> 
 
 #[test]
 fn config_apply_adds_c_removes_b_and_leaves_a_alone() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(config_apply_adds_c_removes_b_and_leaves_a_alone_once)
+}
+
+fn config_apply_adds_c_removes_b_and_leaves_a_alone_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("config_apply_adds_c_removes_b_and_leaves_a_alone")? else {
         return Ok(());
     };
@@ -440,6 +454,10 @@ addresses = ["10.20.0.1/24"]
 
 #[test]
 fn passthrough_e1000e_and_vlan_guest_reach_their_devices() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(passthrough_e1000e_and_vlan_guest_reach_their_devices_once)
+}
+
+fn passthrough_e1000e_and_vlan_guest_reach_their_devices_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("passthrough_e1000e_and_vlan_guest_reach_their_devices")?
     else {
         return Ok(());

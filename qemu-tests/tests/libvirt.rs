@@ -34,6 +34,10 @@ say LIBVIRTD-RESTART-FAILED
 
 #[test]
 fn libvirtd_runs_under_walden_and_virsh_works() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(libvirtd_runs_under_walden_and_virsh_works_once)
+}
+
+fn libvirtd_runs_under_walden_and_virsh_works_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("libvirtd_runs_under_walden_and_virsh_works")? else {
         return Ok(());
     };

@@ -46,6 +46,10 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 #[test]
 fn network_namespace_tests_pass_on_the_debian_kernel() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(network_namespace_tests_pass_on_the_debian_kernel_once)
+}
+
+fn network_namespace_tests_pass_on_the_debian_kernel_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("network_namespace_tests_pass_on_the_debian_kernel")?
     else {
         return Ok(());
@@ -290,6 +294,12 @@ const THREE_NICS: &[&str] = &[
 
 #[test]
 fn bonded_nics_under_a_vlan_bridge_come_up_and_survive_a_power_cycle() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(
+        bonded_nics_under_a_vlan_bridge_come_up_and_survive_a_power_cycle_once,
+    )
+}
+
+fn bonded_nics_under_a_vlan_bridge_come_up_and_survive_a_power_cycle_once() -> anyhow::Result<()> {
     let name = "bonded_nics_under_a_vlan_bridge_come_up_and_survive_a_power_cycle";
     let Some(env) = TestEnv::with_image(name)? else {
         return Ok(());

@@ -11,6 +11,10 @@ const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn power_button_powers_off_showing_each_step() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(power_button_powers_off_showing_each_step_once)
+}
+
+fn power_button_powers_off_showing_each_step_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("power_button_powers_off_showing_each_step")? else {
         return Ok(());
     };

@@ -22,6 +22,10 @@ fn assert_shell_answers(m: &mut qemu_tests::Machine) -> anyhow::Result<()> {
 /// this machine's copy of the disk.
 #[test]
 fn tampered_squashfs_is_refused_with_a_clear_message() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(tampered_squashfs_is_refused_with_a_clear_message_once)
+}
+
+fn tampered_squashfs_is_refused_with_a_clear_message_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("tampered_squashfs_is_refused_with_a_clear_message")?
     else {
         return Ok(());
@@ -62,6 +66,10 @@ fn tampered_squashfs_is_refused_with_a_clear_message() -> anyhow::Result<()> {
 /// stage 1 runs exactly as after GRUB.
 #[test]
 fn missing_version_drops_to_the_emergency_shell() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(missing_version_drops_to_the_emergency_shell_once)
+}
+
+fn missing_version_drops_to_the_emergency_shell_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("missing_version_drops_to_the_emergency_shell")? else {
         return Ok(());
     };

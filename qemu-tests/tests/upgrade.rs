@@ -195,6 +195,10 @@ fn power_off(m: &mut Machine) -> anyhow::Result<()> {
 /// marked good; then `walden image rollback` and a reboot run V1 again.
 #[test]
 fn install_trial_mark_good_then_manual_rollback() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(install_trial_mark_good_then_manual_rollback_once)
+}
+
+fn install_trial_mark_good_then_manual_rollback_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("install_trial_mark_good_then_manual_rollback")? else {
         return Ok(());
     };
@@ -237,6 +241,10 @@ fn install_trial_mark_good_then_manual_rollback() -> anyhow::Result<()> {
 /// tries, then GRUB boots V1, which reports the rollback and marks V2 bad.
 #[test]
 fn unhealthy_version_rolls_back_after_its_tries() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(unhealthy_version_rolls_back_after_its_tries_once)
+}
+
+fn unhealthy_version_rolls_back_after_its_tries_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("unhealthy_version_rolls_back_after_its_tries")? else {
         return Ok(());
     };
@@ -279,6 +287,10 @@ fn unhealthy_version_rolls_back_after_its_tries() -> anyhow::Result<()> {
 /// watchdog, the machine resets, each reset is a failed try, then rollback.
 #[test]
 fn wedged_version_is_reset_by_the_watchdog_and_rolled_back() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(wedged_version_is_reset_by_the_watchdog_and_rolled_back_once)
+}
+
+fn wedged_version_is_reset_by_the_watchdog_and_rolled_back_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("wedged_version_is_reset_by_the_watchdog_and_rolled_back")?
     else {
         return Ok(());
@@ -335,6 +347,10 @@ fn wedged_version_is_reset_by_the_watchdog_and_rolled_back() -> anyhow::Result<(
 /// install` refuses clearly.
 #[test]
 fn iso_has_a_single_version_and_refuses_install() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(iso_has_a_single_version_and_refuses_install_once)
+}
+
+fn iso_has_a_single_version_and_refuses_install_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("iso_has_a_single_version_and_refuses_install")? else {
         return Ok(());
     };

@@ -95,6 +95,10 @@ fn row<'a>(v: &'a Value, address: &str) -> anyhow::Result<&'a Value> {
 
 #[test]
 fn iommu_on_binds_both_nics_to_vfio_pci() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(iommu_on_binds_both_nics_to_vfio_pci_once)
+}
+
+fn iommu_on_binds_both_nics_to_vfio_pci_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("iommu_on_binds_both_nics_to_vfio_pci")? else {
         return Ok(());
     };
@@ -142,6 +146,10 @@ fn iommu_on_binds_both_nics_to_vfio_pci() -> anyhow::Result<()> {
 
 #[test]
 fn iommu_off_reports_the_kernel_option_and_the_host_comes_up() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(iommu_off_reports_the_kernel_option_and_the_host_comes_up_once)
+}
+
+fn iommu_off_reports_the_kernel_option_and_the_host_comes_up_once() -> anyhow::Result<()> {
     let Some(env) =
         TestEnv::with_image("iommu_off_reports_the_kernel_option_and_the_host_comes_up")?
     else {
@@ -188,6 +196,10 @@ fn iommu_off_reports_the_kernel_option_and_the_host_comes_up() -> anyhow::Result
 
 #[test]
 fn walden_vfio_binds_before_any_host_driver() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(walden_vfio_binds_before_any_host_driver_once)
+}
+
+fn walden_vfio_binds_before_any_host_driver_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("walden_vfio_binds_before_any_host_driver")? else {
         return Ok(());
     };
