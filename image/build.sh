@@ -30,6 +30,7 @@ if [ -n "${WALDEN_BIN:-}" ]; then
     bin="$WALDEN_BIN"
     stage1="${WALDEN_STAGE1_BIN:-$WALDEN_BIN}"
 else
+    "$IMAGE/heal-virt-sys.sh"
     (cd "$REPO" && cargo build --release --quiet --bin walden --no-default-features &&
         cp target/release/walden target/release/walden-stage1 &&
         cargo build --release --quiet --bin walden)
