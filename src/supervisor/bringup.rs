@@ -120,6 +120,9 @@ pub struct BringUp {
     /// The guest runtime, once the "guests" step made it (for the control
     /// socket and the orderly shutdown).
     pub guests: Option<crate::guests::runtime::GuestHandle>,
+    /// `[network]` as the "network" step last applied it: what a later
+    /// apply compares with to undo removed keys (`net::undo`).
+    pub network_applied: Option<crate::config::NetworkConfig>,
 }
 
 impl BringUp {
@@ -132,6 +135,7 @@ impl BringUp {
             config: None,
             restart_changed: false,
             guests: None,
+            network_applied: None,
         }
     }
 }
