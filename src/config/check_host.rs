@@ -199,6 +199,14 @@ fn check_enslaved(net: &NetworkConfig, src: &Sources) {
         }
     }
     for br in &net.bridges {
+        if !br.vlan_filtering && !br.vlans.is_empty() {
+            src.error(
+                &br.at,
+                "vlans",
+                format!("bridge VLANs need vlan_filtering on {}", br.name.as_str()),
+                "set vlan_filtering = true on the bridge or remove vlans (without filtering the bridge carries every VLAN)",
+            );
+        }
         for p in &br.ports {
             claim(
                 &p.link,
