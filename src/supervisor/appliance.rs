@@ -52,6 +52,8 @@ pub fn steps(mode: Mode) -> Vec<Step> {
     steps.push(config_state.load_step());
     if mode == Mode::Pid1 {
         steps.push(Step::new("hostname", hostname));
+        // [watchdog] timeout from the config on, not only at the end.
+        steps.push(Step::new("watchdog", crate::images::health::watchdog_step));
         steps.push(Step::new("host-files", super::host_files::step));
         steps.push(Step::new("consoles", consoles));
         // virtlogd + libvirtd join the services below (issue 7).

@@ -140,6 +140,20 @@ impl BringUp {
     }
 }
 
+#[cfg(test)]
+impl BringUp {
+    /// A bring-up under `root` (a temporary directory) with a fresh
+    /// supervisor, `config` parsed from host.toml text.
+    pub fn for_tests(root: &std::path::Path, host_toml: &str) -> Self {
+        let status = super::status::SharedStatus::new(super::status::Status::new("pid1"));
+        let sup = Supervisor::new(status, super::notify::Notifier::disabled())
+            .expect("supervisor for tests");
+        let mut b = Self::new(Paths::under(root), sup);
+        b.config = Some(crate::config::from_strs(host_toml, &[]).expect("test host.toml"));
+        b
+    }
+}
+
 /// "services": start the queued services in dependency order and wait up
 /// to `ready_timeout` until each is ready or has failed.
 pub fn services_step(ready_timeout: Duration) -> Step {

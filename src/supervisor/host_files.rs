@@ -254,22 +254,9 @@ mod tests {
         std::fs::write(root.join("usr/share/zoneinfo/Etc/UTC"), "TZif").unwrap();
         std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
         std::fs::write(root.join("usr/sbin/sshd"), "").unwrap();
-        let paths = crate::context::Paths::under(&root);
-        let status = crate::supervisor::status::SharedStatus::new(
-            crate::supervisor::status::Status::new("pid1"),
-        );
-        let sup = crate::supervisor::engine::Supervisor::new(
-            status,
-            crate::supervisor::notify::Notifier::disabled(),
-        )
-        .unwrap();
-        let mut b = BringUp::new(paths, sup);
-        b.config = Some(
-            crate::config::from_strs(
-                &format!("schema = 1\nhostname = \"h\"\n[ssh]\nauthorized_keys = [\"{KEY}\"]\n"),
-                &[],
-            )
-            .unwrap(),
+        let mut b = BringUp::for_tests(
+            &root,
+            &format!("schema = 1\nhostname = \"h\"\n[ssh]\nauthorized_keys = [\"{KEY}\"]\n"),
         );
         let err = step(&mut b).unwrap_err().to_string();
         assert!(
