@@ -22,6 +22,10 @@ pub struct Policy {
     pub poll: Duration,
     /// Longest wait for any single libvirt call.
     pub call_timeout: Duration,
+    /// Undefine domains walden defined for guests the config no longer has
+    /// (removed while walden was not running). Off only where one libvirt
+    /// is shared with others (tests on `test:///default`).
+    pub forget_orphans: bool,
 }
 
 impl Default for Policy {
@@ -38,6 +42,7 @@ impl Default for Policy {
             },
             poll: Duration::from_secs(1),
             call_timeout: Duration::from_secs(60),
+            forget_orphans: true,
         }
     }
 }

@@ -93,6 +93,9 @@ impl Hypervisor for Recorder {
         }
         self.inner.list()
     }
+    fn managed(&self, name: &str) -> Result<bool, RuntimeError> {
+        self.inner.managed(name)
+    }
 }
 
 fn quick_policy() -> Policy {
@@ -108,6 +111,8 @@ fn quick_policy() -> Policy {
         },
         poll: Duration::from_millis(50),
         call_timeout: Duration::from_secs(10),
+        // test:///default is shared by the tests running side by side.
+        forget_orphans: false,
     }
 }
 
@@ -476,4 +481,41 @@ fn an_unreachable_libvirt_is_an_error_not_a_hang() {
         err.starts_with("cannot connect to libvirt at test:///nonexistent"),
         "{err}"
     );
+}
+
+#[test]
+fn a_definition_left_from_a_removed_guest_file_is_forgotten_and_hand_made_ones_stay() {
+    // A private test driver: the sweep looks at every domain it has.
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("node.xml");
+    std::fs::write(&node, "<node></node>\n").unwrap();
+    let hv: Arc<dyn Hypervisor> =
+        Arc::new(Libvirt::new(&format!("test://{}", node.display()), None));
+    let backend = || Backend::new(DomainEnv::new(DomainType::Test), None);
+    let policy = Policy {
+        forget_orphans: true,
+        ..quick_policy()
+    };
+    // walden defined orph-a and orph-b, then stopped (the box powered off).
+    let before = GuestHandle::new(hv.clone(), backend(), policy);
+    let c = config(&[
+        ("orph-a", "autostart = false"),
+        ("orph-b", "autostart = false"),
+    ]);
+    before.reconcile(&c, false).unwrap();
+    // Someone defined a domain by hand with virsh.
+    hv.define(
+        "by-hand",
+        "<domain type='test'><name>by-hand</name><memory>65536</memory>\
+         <os><type>hvm</type></os></domain>",
+    )
+    .unwrap();
+    // orph-b.toml was deleted from the config disk offline; next boot:
+    let after = GuestHandle::new(hv.clone(), backend(), policy);
+    let report = after
+        .reconcile(&config(&[("orph-a", "autostart = false")]), false)
+        .unwrap();
+    assert_eq!(report.removed, ["orph-b"], "{report}");
+    let names: Vec<String> = hv.list().unwrap().into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["by-hand", "orph-a"]);
 }
