@@ -42,6 +42,10 @@ fi
 
 rootdir="$("$IMAGE/mkroot.sh")"
 kver="$(cat "$rootdir/kernel-version")"
+# Every program walden starts and every file it hands to libvirt/QEMU
+# (OVMF, qemu-img, sshd, the time zones `config check` accepts, ...) must be
+# in the root: a missing package is a build error, not a failure on the box.
+"$bin" check-root "$rootdir/rootfs" || die "the root lacks what walden needs (above)"
 out="$BUILD/images/$VERSION"
 mkdir -p "$out"
 

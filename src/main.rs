@@ -14,6 +14,7 @@ mod images;
 mod logging;
 mod net;
 mod pid1;
+mod requires;
 mod state;
 mod supervisor;
 mod vfio;
@@ -82,6 +83,13 @@ enum Command {
     /// Versions on the boot media: list, install, rollback, remove.
     #[command(subcommand)]
     Image(images::ImageCommand),
+    /// Check that a root file system (an image being built) has every
+    /// program and file walden uses (image/build.sh runs it).
+    #[command(hide = true)]
+    CheckRoot {
+        /// The root directory.
+        root: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,6 +235,7 @@ fn main() -> ExitCode {
         Command::Net(cmd) => exit(net::command(cmd)),
         Command::Guest { command, socket } => exit(guests::runtime::cli::command(command, &socket)),
         Command::Image(cmd) => exit(images::cli::command(cmd)),
+        Command::CheckRoot { root } => exit(requires::command(&root)),
         Command::Provision { device, from, yes } => exit(
             state::provision::provision(&device, from.as_deref(), yes, &mut state::provision::ask)
                 .map(print_ok)

@@ -282,7 +282,8 @@ pub fn is_time_zone(name: &str) -> bool {
     tz_names().any(|n| n == name)
 }
 
-fn tz_names() -> impl Iterator<Item = &'static str> {
+/// Every time zone name `timezone` accepts.
+pub fn tz_names() -> impl Iterator<Item = &'static str> {
     TZ_NAMES
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

@@ -12,6 +12,11 @@ use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// util-linux's scriptable partitioner (Debian: fdisk).
+pub const SFDISK: &str = "sfdisk";
+/// e2fsprogs' ext4 maker.
+pub const MKFS_EXT4: &str = "mkfs.ext4";
+
 /// The label the appliance looks for.
 pub const LABEL: &str = crate::supervisor::appliance::CONFIG_LABEL;
 
@@ -164,10 +169,7 @@ pub fn provision(
     use std::os::unix::fs::FileTypeExt;
     let target = if meta.file_type().is_block_device() {
         run(
-            Command::new("sfdisk")
-                .arg("--wipe")
-                .arg("always")
-                .arg(device),
+            Command::new(SFDISK).arg("--wipe").arg("always").arg(device),
             Some("label: gpt\n,,L\n"),
         )?;
         // Wait (bounded) for the kernel/udev to create the partition node.
@@ -180,7 +182,7 @@ pub fn provision(
     } else {
         device.to_path_buf()
     };
-    let mut mkfs = Command::new("mkfs.ext4");
+    let mut mkfs = Command::new(MKFS_EXT4);
     mkfs.args(["-q", "-F", "-L", LABEL]);
     if let Some(dir) = from {
         mkfs.arg("-d").arg(dir);

@@ -21,6 +21,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// util-linux's getty (the console login of `walden.rescue`).
+pub const AGETTY: &str = "/sbin/agetty";
+/// e2fsprogs' checker, run before the config disk is mounted.
+pub const E2FSCK: &str = "e2fsck";
+/// Longest e2fsck of the config disk may take (a small disk: seconds).
+const E2FSCK_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Label of the config disk unless `walden.config=` names another.
 pub const CONFIG_LABEL: &str = "WALDEN-CONFIG";
 /// How long to look for a late config disk (USB) before giving up.
@@ -266,25 +273,33 @@ fn config_disk(b: &mut BringUp) -> Result<StepOutcome, StepError> {
 }
 
 /// `e2fsck -p`: repair what is safe to repair, and say what happened.
+/// Bounded: a check that does not end in [`E2FSCK_TIMEOUT`] is killed and
+/// the disk mounted anyway (the detail says so).
 fn fsck(dev: &Path) -> String {
-    match Command::new("e2fsck").arg("-p").arg(dev).output() {
+    let mut cmd = Command::new(E2FSCK);
+    cmd.arg("-p").arg(dev);
+    match crate::command::run(&mut cmd, E2FSCK_TIMEOUT) {
         Ok(out) => match out.status.code() {
             Some(0) => "file system clean".into(),
-            Some(1 | 2) => format!(
-                "e2fsck repaired the file system: {}",
-                String::from_utf8_lossy(&out.stdout).trim()
-            ),
+            Some(1 | 2) => format!("e2fsck repaired the file system: {}", out.stdout.trim()),
             code => {
                 let msg = format!(
                     "e2fsck -p {} exited with {code:?}: {}; mounting anyway, run e2fsck by hand",
                     dev.display(),
-                    String::from_utf8_lossy(&out.stdout).trim()
+                    out.stdout.trim()
                 );
                 tracing::warn!("{msg}");
                 msg
             }
         },
-        Err(e) => format!("e2fsck not run: {e}"),
+        Err(e) => {
+            let msg = format!(
+                "e2fsck -p {} not finished: {e}; mounting anyway",
+                dev.display()
+            );
+            tracing::warn!("{msg}");
+            msg
+        }
     }
 }
 
@@ -311,7 +326,7 @@ fn hostname(b: &mut BringUp) -> Result<StepOutcome, StepError> {
 
 /// A login prompt on every console the kernel was given (`console=`).
 fn consoles(b: &mut BringUp) -> Result<StepOutcome, StepError> {
-    let agetty = "/sbin/agetty";
+    let agetty = AGETTY;
     if !b.paths.root.join(agetty.trim_start_matches('/')).exists() {
         return Ok(StepOutcome::Skipped(format!(
             "{agetty} is not in this root"
