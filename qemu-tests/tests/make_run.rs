@@ -91,6 +91,28 @@ fn make_run_once() -> anyhow::Result<()> {
         ensure!(g.state == "running", "guest {guest} is {}: {g:?}", g.state);
     }
 
+    // The console shows the status screen instead of a login prompt: how
+    // to reach the box (appliance-qemu's br0 gets 10.0.2.15 from QEMU's
+    // DHCP), and again when Enter is pressed.
+    let reach = console.wait_for_any(&[expect::SCREEN_REACH], expect::FATAL, BOOT_TIMEOUT)?;
+    ensure!(
+        reach.line.contains("ssh root@10.0.2.15"),
+        "screen: {}",
+        reach.line
+    );
+    console.wait_for_any(&[expect::SCREEN_END], expect::FATAL, BOOT_TIMEOUT)?;
+    {
+        use std::io::Write;
+        let stdin = run.0.stdin.as_mut().context("no stdin pipe")?;
+        stdin.write_all(b"\n")?;
+        stdin.flush()?;
+    }
+    console.wait_for_any(
+        &[expect::SCREEN_REACH],
+        expect::FATAL,
+        Duration::from_secs(30),
+    )?;
+
     let mut qmp = Qmp::connect(&run_dir.join("qmp.sock"), Duration::from_secs(10))?;
     qmp.execute("system_powerdown", None)?;
     for step in expect::POWEROFF_STEPS {

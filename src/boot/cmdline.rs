@@ -8,6 +8,7 @@
 //! | `walden.config=SPEC` | config disk (read by stage 2; stage 1 only validates it) |
 //! | `walden.wait=SECS` | how long to wait for late boot media (default 20) |
 //! | `walden.shell` | stop in the emergency shell before switching root (debugging) |
+//! | `walden.rescue` | a root shell on every console instead of the status screen (read by stage 2) |
 //! | `walden.vfio=ADDR,ID,...` | devices to bind to vfio-pci before coldplug (read by stage 2, `crate::vfio`) |
 //!
 //! Unknown `walden.*` parameters are kept in [`Cmdline::unknown`] so stage 1
@@ -88,6 +89,8 @@ pub struct Cmdline {
     pub wait: Duration,
     /// Drop to the emergency shell instead of switching root.
     pub shell: bool,
+    /// Root shells on the consoles instead of the status screen (stage 2).
+    pub rescue: bool,
     /// `walden.*` parameters this parser does not know.
     pub unknown: Vec<String>,
 }
@@ -101,6 +104,7 @@ impl Default for Cmdline {
             config: None,
             wait: DEFAULT_WAIT,
             shell: false,
+            rescue: false,
             unknown: Vec::new(),
         }
     }
@@ -136,6 +140,7 @@ impl Cmdline {
                 ("toram", None) | ("toram", Some("1" | "yes" | "true")) => out.toram = true,
                 ("toram", Some("0" | "no" | "false")) => out.toram = false,
                 ("shell", None) | ("shell", Some("1" | "yes" | "true")) => out.shell = true,
+                ("rescue", None) | ("rescue", Some("1" | "yes" | "true")) => out.rescue = true,
                 // Stage 2's business: crate::vfio parses and validates it.
                 ("vfio", Some(_)) => {}
                 ("media" | "config" | "version" | "wait", None) => {

@@ -335,7 +335,9 @@ fn check_vfio(host: &HostConfig, src: &Sources) {
 
 /// Names of the services walden runs itself (exact, or a prefix ending in
 /// `-`): a `[[service]]` by one of these names would clash with them.
-pub const BUILTIN_SERVICES: &[&str] = &["udevd", "virtlogd", "libvirtd", "sshd", "dhcp-", "getty-"];
+pub const BUILTIN_SERVICES: &[&str] = &[
+    "udevd", "virtlogd", "libvirtd", "sshd", "dhcp-", "getty-", "console-",
+];
 
 fn check_services(host: &HostConfig, src: &Sources) {
     let mut index = HashMap::new();
