@@ -69,6 +69,7 @@ pub fn root_files() -> Vec<(&'static str, &'static str)> {
             "walden provision on a disk",
         ),
         (crate::state::provision::MKFS_EXT4, "walden provision"),
+        (crate::state::provision::PARTX, "walden provision on a disk"),
         (ZONEINFO, "timezone"),
     ]
 }

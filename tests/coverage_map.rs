@@ -63,7 +63,12 @@ fn documented_keys(doc: &str, file_scope: &str) -> BTreeSet<String> {
             in_table = false;
             continue;
         }
-        let first = line.trim_start_matches('|').split('|').next().unwrap_or("").trim();
+        let first = line
+            .trim_start_matches('|')
+            .split('|')
+            .next()
+            .unwrap_or("")
+            .trim();
         if !in_table {
             // The header row: "key", "port key", "parameter", ...
             in_table = true;
@@ -103,10 +108,16 @@ fn documented_commands(readme: &str) -> BTreeSet<String> {
         .unwrap_or_else(|| panic!("README has no '## Using walden' section"));
     let mut out = BTreeSet::new();
     for line in section.lines() {
-        let Some(cmd) = line.trim().strip_prefix("walden ") else { continue };
+        let Some(cmd) = line.trim().strip_prefix("walden ") else {
+            continue;
+        };
         let words: Vec<&str> = cmd.split_whitespace().take(2).collect();
         let (first, second) = (words[0], words.get(1).copied().unwrap_or(""));
-        let subs: Vec<&str> = if second.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
+        let subs: Vec<&str> = if second
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase())
+        {
             second.split('|').collect()
         } else {
             vec![]
@@ -155,7 +166,9 @@ fn check_section(section: &str, documented: &BTreeSet<String>, problems: &mut Ve
     let entries = map.get(section).cloned().unwrap_or_default();
     for key in documented {
         match entries.get(key) {
-            None => problems.push(format!("[{section}] {key:?}: documented, but no test is named in tests/keys.toml")),
+            None => problems.push(format!(
+                "[{section}] {key:?}: documented, but no test is named in tests/keys.toml"
+            )),
             Some(tests) if tests.is_empty() => {
                 problems.push(format!("[{section}] {key:?}: an empty list of tests"))
             }
@@ -170,7 +183,9 @@ fn check_section(section: &str, documented: &BTreeSet<String>, problems: &mut Ve
     }
     for key in entries.keys() {
         if !documented.contains(key) {
-            problems.push(format!("[{section}] {key:?}: in tests/keys.toml but not documented"));
+            problems.push(format!(
+                "[{section}] {key:?}: in tests/keys.toml but not documented"
+            ));
         }
     }
 }
@@ -181,9 +196,18 @@ fn every_documented_key_command_and_kernel_option_has_a_test_that_proves_it() {
     keys.extend(documented_keys(&read("docs/guests.md"), "guest"));
     let commands = documented_commands(&read("README.md"));
     let options = documented_kernel_options(&read("docs/boot.md"));
-    assert!(keys.len() > 60, "the docs' key tables were not found: {keys:?}");
-    assert!(commands.len() > 15, "the README's commands were not found: {commands:?}");
-    assert!(options.len() > 5, "docs/boot.md's kernel options were not found: {options:?}");
+    assert!(
+        keys.len() > 60,
+        "the docs' key tables were not found: {keys:?}"
+    );
+    assert!(
+        commands.len() > 15,
+        "the README's commands were not found: {commands:?}"
+    );
+    assert!(
+        options.len() > 5,
+        "docs/boot.md's kernel options were not found: {options:?}"
+    );
     let mut problems = Vec::new();
     check_section("keys", &keys, &mut problems);
     check_section("commands", &commands, &mut problems);
@@ -202,18 +226,30 @@ fn the_doc_parsers_find_keys_in_their_scopes() {
                #### `[[network.bridge]]`\n\n| key | type |\n|---|---|\n| `name` | x |\n\n| port key | type |\n|---|---|\n| `pvid` | x |\n\
                ### Units\n\n| kind | form |\n|---|---|\n| `size` | x |\n";
     let keys = documented_keys(doc, "config");
-    let want: BTreeSet<String> = ["host.hostname", "network.bridge.name", "network.bridge.ports.pvid"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let want: BTreeSet<String> = [
+        "host.hostname",
+        "network.bridge.name",
+        "network.bridge.ports.pvid",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     assert_eq!(keys, want);
     let readme = "## Using walden\n\n    walden config check DIR     # x\n    walden guest list|start NAME\n    walden poweroff|reboot\n\n## Next\n";
     let cmds: Vec<String> = documented_commands(readme).into_iter().collect();
     assert_eq!(
         cmds,
-        ["walden config check", "walden guest list", "walden guest start", "walden poweroff", "walden reboot"]
+        [
+            "walden config check",
+            "walden guest list",
+            "walden guest start",
+            "walden poweroff",
+            "walden reboot"
+        ]
     );
-    assert!(test_exists("tests/coverage_map.rs::the_doc_parsers_find_keys_in_their_scopes").is_ok());
+    assert!(
+        test_exists("tests/coverage_map.rs::the_doc_parsers_find_keys_in_their_scopes").is_ok()
+    );
     assert!(test_exists("tests/coverage_map.rs::no_such_test").is_err());
     let _ = Path::new("");
 }
