@@ -154,8 +154,22 @@ fn test_exists(reference: &str) -> Result<(), String> {
         .split_once("::")
         .ok_or_else(|| format!("{reference:?} is not FILE::TEST"))?;
     let text = std::fs::read_to_string(root().join(file)).map_err(|e| format!("{file}: {e}"))?;
-    if text.contains(&format!("fn {name}(")) {
+    let head = format!("fn {name}(");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    // A #[test] fn, not a helper or the `<name>_once` body of a scenario:
+    // `#[test]` among the attributes and comments right above it.
+    let is_test = lines.iter().enumerate().any(|(i, line)| {
+        line.starts_with(&head)
+            && lines[..i]
+                .iter()
+                .rev()
+                .take_while(|l| l.starts_with("#[") || l.starts_with("//"))
+                .any(|l| *l == "#[test]")
+    });
+    if is_test {
         Ok(())
+    } else if text.contains(&head) {
+        Err(format!("{file}: fn {name} is not a #[test] fn"))
     } else {
         Err(format!("{file} has no fn {name}"))
     }
@@ -251,5 +265,9 @@ fn the_doc_parsers_find_keys_in_their_scopes() {
         test_exists("tests/coverage_map.rs::the_doc_parsers_find_keys_in_their_scopes").is_ok()
     );
     assert!(test_exists("tests/coverage_map.rs::no_such_test").is_err());
+    assert!(
+        test_exists("tests/coverage_map.rs::read").is_err(),
+        "a helper is not a test"
+    );
     let _ = Path::new("");
 }
