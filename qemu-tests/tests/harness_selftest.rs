@@ -120,3 +120,36 @@ fn tiny_guest_boots_to_its_marker_and_powers_off_on_the_button() -> anyhow::Resu
     assert!(exit.success(), "QEMU exited with {exit}");
     Ok(())
 }
+
+/// The tiny guest's UEFI disk (`TinyGuest::uefi`: OVMF -> GRUB from the
+/// EFI system partition -> the kernel) on plain QEMU with OVMF: the asset
+/// works before a scenario nests it in the image.
+#[test]
+fn tiny_uefi_guest_boots_through_ovmf_and_grub() -> anyhow::Result<()> {
+    use qemu_tests::guest_assets::{cmdline, TinyGuestAssets};
+    use qemu_tests::{expect, Firmware};
+    let Some(env) = TestEnv::with_image("tiny_uefi_guest_boots_through_ovmf_and_grub")? else {
+        return Ok(());
+    };
+    let assets = TinyGuestAssets::build(env.artifacts()?, env.dir())?;
+    let disk = env.dir().join("uefi-selftest.img");
+    assets.uefi_disk(&cmdline("uefi-selftest", ""), &disk)?;
+    let mut m = env
+        .machine()
+        .memory_mib(512)
+        .firmware(Firmware::Uefi)
+        .extra_args([
+            "-drive".to_string(),
+            format!("file={},format=raw,if=virtio,readonly=on", disk.display()),
+        ])
+        .no_reboot()
+        .fail_on("GUEST-WARN")
+        .start()?;
+    m.wait_for_console(&expect::guest_up("uefi-selftest"), Duration::from_secs(120))?;
+    m.powerdown()?;
+    m.wait_for_console(
+        &expect::guest_down("uefi-selftest"),
+        Duration::from_secs(30),
+    )?;
+    Ok(())
+}
