@@ -25,6 +25,8 @@ struct Recorder {
     calls: Mutex<Vec<String>>,
     fail_start: Mutex<HashSet<String>>,
     ignore_shutdown: Mutex<HashSet<String>>,
+    /// Guests that miss the first ACPI press (still booting) only.
+    miss_first_press: Mutex<HashSet<String>>,
     slow: Mutex<Option<Duration>>,
 }
 
@@ -35,6 +37,7 @@ impl Recorder {
             calls: Mutex::new(Vec::new()),
             fail_start: Mutex::new(HashSet::new()),
             ignore_shutdown: Mutex::new(HashSet::new()),
+            miss_first_press: Mutex::new(HashSet::new()),
             slow: Mutex::new(None),
         })
     }
@@ -77,6 +80,9 @@ impl Hypervisor for Recorder {
         if self.ignore_shutdown.lock().unwrap().contains(name) {
             return Ok(());
         }
+        if self.miss_first_press.lock().unwrap().remove(name) {
+            return Ok(());
+        }
         self.inner.shutdown(name)
     }
     fn destroy(&self, name: &str) -> Result<(), RuntimeError> {
@@ -111,6 +117,7 @@ fn quick_policy() -> Policy {
         },
         poll: Duration::from_millis(50),
         call_timeout: Duration::from_secs(10),
+        acpi_repeat: Duration::from_millis(200),
         // test:///default is shared by the tests running side by side.
         forget_orphans: false,
     }
@@ -432,6 +439,35 @@ fn host_shutdown_stops_dependents_first_and_forces_off_after_the_timeout() {
     }
     // Nothing restarts after a host shutdown, and requests are refused.
     assert!(h.start("sd-a").is_err());
+    cleanup(&rec, &names);
+}
+
+#[test]
+fn a_guest_that_missed_the_power_button_gets_it_again_before_being_forced_off() {
+    let rec = Recorder::new();
+    let names = ["late-a"];
+    cleanup(&rec, &names);
+    let h = handle(&rec);
+    // Its OS was still booting when the first press came.
+    rec.miss_first_press.lock().unwrap().insert("late-a".into());
+    h.reconcile(&config(&[("late-a", "shutdown_timeout = \"30s\"")]), false)
+        .unwrap();
+    assert!(h.settle(Duration::from_secs(10)));
+    h.spawn_monitor().unwrap();
+    let msg = h.shutdown_all(Duration::from_secs(20));
+    h.stop_monitor();
+    assert_eq!(msg, "all guests are off");
+    let presses = rec
+        .calls()
+        .iter()
+        .filter(|c| *c == "shutdown late-a")
+        .count();
+    assert!(presses >= 2, "pressed {presses} times: {:?}", rec.calls());
+    assert!(
+        !rec.calls().contains(&"destroy late-a".to_string()),
+        "forced off instead of pressed again: {:?}",
+        rec.calls()
+    );
     cleanup(&rec, &names);
 }
 
