@@ -132,6 +132,25 @@ fn make_run_once() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     };
     ensure!(exit.success(), "`make run`'s QEMU exited with {exit}");
+    // `timezone`: /etc/localtime and /etc/timezone, in the /etc overlay's
+    // upper layer on the config disk.
+    let config_img = run_dir.join("config.img");
+    let tz = qemu_tests::disk::ext4_read_file(&config_img, "/etc/timezone")?
+        .context("no /etc/timezone on the config disk")?;
+    ensure!(
+        tz == b"Europe/Berlin\n",
+        "/etc/timezone: {:?}",
+        String::from_utf8_lossy(&tz)
+    );
+    let stat = std::process::Command::new("debugfs")
+        .args(["-R", "stat /etc/localtime"])
+        .arg(&config_img)
+        .output()?;
+    let stat = String::from_utf8_lossy(&stat.stdout);
+    ensure!(
+        stat.contains("/usr/share/zoneinfo/Europe/Berlin"),
+        "/etc/localtime is not a link to Europe/Berlin: {stat}"
+    );
     // The guests' own serial output, off the config disk after power-off:
     // each booted and went down on the ACPI button.
     for guest in ["storage", "services"] {
