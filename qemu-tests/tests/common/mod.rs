@@ -26,7 +26,8 @@ pub fn example_config() -> ConfigDisk {
 }
 
 /// Wait for walden's ready line, then check what `walden status --json`
-/// says: the version booted, phase ready, and timings for every phase.
+/// says: the version booted, phase ready, no failed step, and timings for
+/// every phase; then the console checks on the boot so far.
 pub fn assert_boots_to_ready(m: &mut Machine, version: &str) -> anyhow::Result<Status> {
     let line = m.wait_for_console(expect::READY, BOOT_TIMEOUT)?;
     eprintln!("console: {line}");
@@ -34,12 +35,19 @@ pub fn assert_boots_to_ready(m: &mut Machine, version: &str) -> anyhow::Result<S
         .status()
         .context("reading walden status over virtio-serial")?;
     eprintln!("{}", timings(&status));
-    assert_status_ready(&status, version)?;
+    assert_status_ready(&status, version, &[])?;
+    m.check_console()?;
     Ok(status)
 }
 
-/// The checks on a status of a machine that reached ready.
-pub fn assert_status_ready(status: &Status, version: &str) -> anyhow::Result<()> {
+/// The checks on a status of a machine that reached ready. A bring-up
+/// step in state `failed` fails them unless its name is in `may_fail`
+/// (for a scenario that breaks that step on purpose).
+pub fn assert_status_ready(
+    status: &Status,
+    version: &str,
+    may_fail: &[&str],
+) -> anyhow::Result<()> {
     ensure!(
         status.phase == Phase::Ready,
         "phase is {:?}, not ready: {status:?}",
@@ -57,6 +65,22 @@ pub fn assert_status_ready(status: &Status, version: &str) -> anyhow::Result<()>
     );
     ensure!(status.ready_ms.is_some(), "no ready_ms in {status:?}");
     ensure!(!status.steps.is_empty(), "no bring-up steps reported");
+    let failed: Vec<String> = status
+        .steps
+        .iter()
+        .filter(|s| s.state == "failed" && !may_fail.contains(&s.name.as_str()))
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s.name,
+                s.error.as_deref().unwrap_or("(no error given)")
+            )
+        })
+        .collect();
+    ensure!(
+        failed.is_empty(),
+        "bring-up steps failed: {failed:?} (a scenario that expects that names the step in may_fail)"
+    );
     for step in &status.steps {
         if step.state == "done" || step.state == "failed" {
             ensure!(
