@@ -23,7 +23,10 @@
 //! ```
 //!
 //! Console text goes to `build/qemu-tests/<test>/console.log`; the QEMU
-//! command line to `qemu.cmdline` beside it. See README.md.
+//! command line to `qemu.cmdline` beside it. A machine built with
+//! [`MachineBuilder::admin_ssh`] runs commands as an admin would, over ssh
+//! ([`Machine::exec`], [`ssh`]); every console is checked for kernel and
+//! program trouble ([`console_check`]). See README.md.
 
 pub mod artifacts;
 pub mod builder;
