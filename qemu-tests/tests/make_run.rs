@@ -132,6 +132,11 @@ fn make_run_once() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     };
     ensure!(exit.success(), "`make run`'s QEMU exited with {exit}");
+    // Kernel oopses, panics, lockups: as every scenario's console.
+    let findings = qemu_tests::console_check::scan(&console.text(), &[]);
+    if !findings.is_empty() {
+        return Err(qemu_tests::console_check::error(&findings, console.log_path()).into());
+    }
     // `timezone`: /etc/localtime and /etc/timezone, in the /etc overlay's
     // upper layer on the config disk.
     let config_img = run_dir.join("config.img");
