@@ -30,6 +30,8 @@ pub mod step;
 pub mod undo;
 
 #[cfg(test)]
+mod netns_tests;
+#[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod sim;
