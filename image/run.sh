@@ -14,6 +14,9 @@
 #   WALDEN_RUN_NOBUILD=1            do not run image/build.sh first
 #   WALDEN_RUN_DIR=DIR              where the run's disks and sockets go
 #                                   (default build/run)
+#   WALDEN_RUN_SSH_PORT=PORT        forward 127.0.0.1:PORT to the box's sshd
+#                                   (`ssh -p PORT root@127.0.0.1` once host.toml
+#                                   has your key in [ssh] authorized_keys)
 #   WALDEN_RUN_CPU=MODEL            QEMU's -cpu (default: QEMU's own, qemu64;
 #                                   `max` exposes SVM, and nested guests then
 #                                   run under KVM-on-TCG, which has hung hosts)
@@ -93,7 +96,8 @@ esac
 
 rm -f "$run/control.sock" "$run/qmp.sock"
 args+=(-drive "if=none,id=config,format=raw,file=$run/config.img" -device virtio-blk-pci,drive=config
-       -netdev user,id=net0 -device virtio-net-pci,netdev=net0
+       -netdev "user,id=net0${WALDEN_RUN_SSH_PORT:+,hostfwd=tcp:127.0.0.1:$WALDEN_RUN_SSH_PORT-:22}"
+       -device virtio-net-pci,netdev=net0
        -device virtio-serial -device virtio-rng-pci
        -chardev "socket,id=ctl,path=$run/control.sock,server=on,wait=off"
        -device virtserialport,chardev=ctl,name=org.walden.control

@@ -18,6 +18,7 @@ use qemu_tests::artifacts::repo_root;
 use qemu_tests::console::Console;
 use qemu_tests::control::ControlChannel;
 use qemu_tests::qmp::Qmp;
+use qemu_tests::ssh::{self, AdminSsh};
 use qemu_tests::{expect, TestEnv};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,11 +49,29 @@ fn make_run_once() -> anyhow::Result<()> {
     };
     // Short: unix socket paths are limited to 108 bytes.
     let run_dir = env.scratch().join("run");
+    // The example as a user would boot it after putting their key in: a
+    // key of the test's own is added to [ssh] authorized_keys, and run.sh
+    // forwards a port to the box's sshd (WALDEN_RUN_SSH_PORT).
+    let admin = AdminSsh::create(env.dir())?;
+    let config = env.dir().join("appliance-qemu");
+    qemu_tests::disk::copy_dir(&repo_root().join("examples/appliance-qemu"), &config)?;
+    let host = std::fs::read_to_string(config.join("host.toml"))?;
+    ensure!(
+        host.contains("authorized_keys = [\n"),
+        "examples/appliance-qemu has no authorized_keys list"
+    );
+    let host = host.replacen(
+        "authorized_keys = [\n",
+        &format!("authorized_keys = [\n  \"{}\",\n", admin.public_key),
+        1,
+    );
+    std::fs::write(config.join("host.toml"), host)?;
     let script = repo_root().join("image/run.sh");
     let mut child = Command::new(&script)
         .current_dir(repo_root())
         .env("WALDEN_RUN_NOBUILD", "1")
-        .env("WALDEN_RUN_CONFIG", "examples/appliance-qemu")
+        .env("WALDEN_RUN_CONFIG", &config)
+        .env("WALDEN_RUN_SSH_PORT", admin.port.to_string())
         .env("WALDEN_RUN_DIR", &run_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -113,6 +132,35 @@ fn make_run_once() -> anyhow::Result<()> {
         Duration::from_secs(30),
     )?;
 
+    // Both guests' OS up (their serial logs, read over ssh as an admin
+    // would) before the power button: a button pressed while a guest still
+    // boots is pressed again every 15 s, but a guest booting slower than its
+    // shutdown_timeout under a loaded TCG would be forced off.
+    let exec_log = env.dir().join("exec.log");
+    ssh::wait_for_sshd(&admin, BOOT_TIMEOUT, &exec_log, console.log_path(), || {
+        Ok(())
+    })?;
+    let up = "grep -q GUEST-UP /var/log/walden/guests/storage.log && \
+              grep -q GUEST-UP /var/log/walden/guests/services.log";
+    let deadline = Instant::now() + qemu_tests::env::scaled(Duration::from_secs(300));
+    loop {
+        let out = ssh::exec(
+            &admin,
+            up,
+            Duration::from_secs(30),
+            Some(&exec_log),
+            console.log_path(),
+        )?;
+        if out.success() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the guests' OS did not come up (no GUEST-UP in their serial logs)"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
     let mut qmp = Qmp::connect(&run_dir.join("qmp.sock"), Duration::from_secs(10))?;
     qmp.execute("system_powerdown", None)?;
     for step in expect::POWEROFF_STEPS {
@@ -160,7 +208,7 @@ fn make_run_once() -> anyhow::Result<()> {
     // each booted and went down on the ACPI button.
     for guest in ["storage", "services"] {
         let path = format!("/var/log/walden/guests/{guest}.log");
-        let log = qemu_tests::disk::ext4_read_file(&run_dir.join("config.img"), &path)?
+        let log = qemu_tests::disk::ext4_read_file(&config_img, &path)?
             .with_context(|| format!("no {path} on the config disk"))?;
         let log = String::from_utf8_lossy(&log);
         ensure!(
