@@ -121,6 +121,8 @@ pub struct BringUp {
     /// The guest runtime, once the "guests" step made it (for the control
     /// socket and the orderly shutdown).
     pub guests: Option<crate::guests::runtime::GuestHandle>,
+    /// What the mounts steps mounted and turned on, and their rows.
+    pub mounts: crate::mounts::MountsState,
     /// Guests the host keeps from starting, by source ("mounts", ...):
     /// guest -> reason. Steps fill it; the guests step hands it to the
     /// runtime ([`crate::guests::runtime::GuestHandle::set_host_blocks`]).
@@ -137,6 +139,7 @@ impl BringUp {
             config: None,
             restart_changed: false,
             guests: None,
+            mounts: Default::default(),
             host_blocks: BTreeMap::new(),
         }
     }
