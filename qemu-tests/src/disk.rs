@@ -67,6 +67,25 @@ pub fn ext4_from_dir(src: &Path, dest: &Path, label: &str, size_mib: u64) -> Res
     Ok(())
 }
 
+/// Create an empty ext4 file system image `dest` of `size_mib` labelled `label`.
+pub fn ext4_empty(dest: &Path, label: &str, size_mib: u64) -> Result<()> {
+    let file = File::create(dest).map_err(|e| Error::io("create", dest, e))?;
+    file.set_len(size_mib * 1024 * 1024)
+        .map_err(|e| Error::io("size", dest, e))?;
+    drop(file);
+    run(
+        "mkfs.ext4",
+        [
+            "-q".as_ref(),
+            "-F".as_ref(),
+            "-L".as_ref(),
+            label.as_ref(),
+            dest.as_os_str(),
+        ],
+    )?;
+    Ok(())
+}
+
 /// Byte offset of the EFI system partition in a GPT disk image.
 pub fn esp_offset(image: &Path) -> Result<u64> {
     let json = run("sfdisk", ["-J".as_ref(), image.as_os_str()])?;
