@@ -154,7 +154,10 @@ pub fn plan(
     scope: Scope,
 ) -> Plan {
     let mut desired: Vec<&MountConfig> = mounts.iter().filter(|m| scope.holds(m)).collect();
-    desired.sort_by_key(|m| (m.target.components().count(), lexical(&m.target)));
+    desired.sort_by_key(|m| {
+        let t = lexical(&m.target);
+        (t.components().count(), t)
+    });
     let on_now = |t: &Path| observed.mounts.iter().rev().find(|e| e.mount_point == t);
     // Mount points that get unmounted (removed or redone) or mounted now:
     // whatever is mounted below them is redone too.
@@ -253,12 +256,11 @@ pub fn plan(
     );
     for (m, v) in verdicts {
         let what = m.what.to_string();
+        let target = lexical(&m.target);
         let configured = m.fstype.as_deref();
         let r = match v {
-            Verdict::Keep(detail, fs) => {
-                row(what, &m.target, Some(&fs), MountState::Mounted, detail)
-            }
-            Verdict::Failed(why) => row(what, &m.target, configured, MountState::Failed, why),
+            Verdict::Keep(detail, fs) => row(what, &target, Some(&fs), MountState::Mounted, detail),
+            Verdict::Failed(why) => row(what, &target, configured, MountState::Failed, why),
             Verdict::Mount(c) => {
                 let fs = match &c {
                     MountCall::Local {
@@ -280,7 +282,7 @@ pub fn plan(
                 plan.actions.push(Action::Mount(c));
                 row(
                     what,
-                    &m.target,
+                    &target,
                     fs.as_deref(),
                     MountState::Waiting,
                     "to be mounted".into(),

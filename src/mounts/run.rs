@@ -75,18 +75,21 @@ pub fn reconcile(
 ) -> Report {
     let mounts: &[MountConfig] = config.map_or(&[], |c| &c.host.mounts);
     let swap = config.and_then(|c| c.host.swap.as_ref());
-    let deadline = Instant::now() + wait;
+    let start = Instant::now();
+    let deadline = start + wait;
     // Counted rather than timed, so a fake machine's instant sleeps end it.
     let rescans = wait.as_millis() / RESCAN.as_millis();
     let mut waited = Duration::ZERO;
     let mut pass = 0;
     let p = loop {
-        let observed = match observe(&*sys, mounts, swap, scope, waited) {
+        // Counted sleeps, or the clock when probing took time too.
+        let shown = waited.max(start.elapsed());
+        let observed = match observe(&*sys, mounts, swap, scope, shown) {
             Ok(o) => o,
             Err(e) => {
                 let row = |m: &MountConfig| MountStatus {
                     what: m.what.to_string(),
-                    target: m.target.display().to_string(),
+                    target: lexical(&m.target).display().to_string(),
                     fstype: m.fstype.clone(),
                     state: MountState::Failed,
                     detail: Some(e.to_string()),
@@ -181,7 +184,7 @@ fn finish(
             // Shares come after the network: say so until their step ran.
             let mut network = Vec::new();
             for m in mounts.iter().filter(|m| m.is_network()) {
-                let target = m.target.display().to_string();
+                let target = lexical(&m.target).display().to_string();
                 network.push(
                     state
                         .network
