@@ -59,7 +59,7 @@ fn step(b: &mut BringUp, scope: Scope, wait: Duration) -> Result<StepOutcome, St
         .count();
     if failed + waiting > 0 {
         Err(StepError::new(format!(
-            "{} of {} not mounted (guests on them wait): {}",
+            "{} of {} failed (guests whose files are on them wait): {}",
             failed + waiting,
             report.rows.len(),
             report.summary()
