@@ -31,12 +31,15 @@ deps:
 	if [ -n "$$m" ]; then echo "deps: still missing after install: $$m" >&2; exit 1; fi
 	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-## build: the walden binary (release)
-build:
+## build: the walden binary (release); installs the build dependencies
+## first, so `make run` works as the first command on a fresh machine
+build: deps
+	image/heal-virt-sys.sh
 	$(CARGO) build --release --bin walden
 
 ## lint: formatting and clippy, part of the tests
-lint:
+lint: deps
+	image/heal-virt-sys.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --bin walden --no-default-features -- -D warnings
@@ -47,7 +50,8 @@ test: deps lint test-unit test-qemu
 # Levels 1 and 2: pure unit tests and privileged tests (namespaces, temp
 # trees, real processes). Privileged tests refuse to be skipped in CI.
 # The bench runner's own parsing and report tests run here too.
-test-unit:
+test-unit: deps
+	image/heal-virt-sys.sh
 	WALDEN_REQUIRE_PRIVILEGED=$${WALDEN_REQUIRE_PRIVILEGED:-1} $(CARGO) test --bin walden --tests
 	$(CARGO) test -p walden-bench
 

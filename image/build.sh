@@ -30,6 +30,7 @@ if [ -n "${WALDEN_BIN:-}" ]; then
     bin="$WALDEN_BIN"
     stage1="${WALDEN_STAGE1_BIN:-$WALDEN_BIN}"
 else
+    "$IMAGE/heal-virt-sys.sh"
     (cd "$REPO" && cargo build --release --quiet --bin walden --no-default-features &&
         cp target/release/walden target/release/walden-stage1 &&
         cargo build --release --quiet --bin walden)
@@ -41,6 +42,10 @@ fi
 
 rootdir="$("$IMAGE/mkroot.sh")"
 kver="$(cat "$rootdir/kernel-version")"
+# Every program walden starts and every file it hands to libvirt/QEMU
+# (OVMF, qemu-img, sshd, the time zones `config check` accepts, ...) must be
+# in the root: a missing package is a build error, not a failure on the box.
+"$bin" check-root "$rootdir/rootfs" || die "the root lacks what walden needs (above)"
 out="$BUILD/images/$VERSION"
 mkdir -p "$out"
 

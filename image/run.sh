@@ -12,16 +12,25 @@
 #                                   examples/appliance-qemu boots the complete
 #                                   appliance, with a device passed through)
 #   WALDEN_RUN_NOBUILD=1            do not run image/build.sh first
+#   WALDEN_RUN_DIR=DIR              where the run's disks and sockets go
+#                                   (default build/run)
+#   WALDEN_RUN_CPU=MODEL            QEMU's -cpu (default: QEMU's own, qemu64;
+#                                   `max` exposes SVM, and nested guests then
+#                                   run under KVM-on-TCG, which has hung hosts)
 #
 # The config disk (ext4, label WALDEN-CONFIG) is made fresh from the config
 # directory on every run; the boot media is a fresh copy of the built image,
 # so nothing a run writes survives it. The control socket of walden is
-# reachable at build/run/control.sock (virtio-serial port org.walden.control).
+# reachable at build/run/control.sock (virtio-serial port org.walden.control),
+# QEMU's monitor (QMP) at build/run/qmp.sock: the power button from another
+# terminal is
+#   printf '%s\n' '{"execute":"qmp_capabilities"}' '{"execute":"system_powerdown"}' |
+#       socat - unix-connect:build/run/qmp.sock
 . "$(dirname "$0")/lib.sh"
 
 [ -n "${WALDEN_RUN_NOBUILD:-}" ] || "$IMAGE/build.sh"
 
-run="$BUILD/run"
+run="${WALDEN_RUN_DIR:-$BUILD/run}"
 mkdir -p "$run"
 firmware="${WALDEN_RUN_FIRMWARE:-uefi}"
 media="${WALDEN_RUN_MEDIA:-usb}"
@@ -47,7 +56,8 @@ rm -f "$run/config.img"
 truncate -s 256M "$run/config.img"
 mkfs.ext4 -q -F -L WALDEN-CONFIG -d "$run/config-src" "$run/config.img"
 
-args=(-accel tcg -cpu max -m 2048 -smp 2 -nographic)
+args=(-accel tcg -m 2048 -smp 2 -nographic)
+[ -z "${WALDEN_RUN_CPU:-}" ] || args+=(-cpu "$WALDEN_RUN_CPU")
 # A config with [[vfio]] gets something to pass through: an emulated Intel
 # IOMMU and a spare e1000e at 0000:00:10.0 (examples/appliance-qemu).
 if grep -qs '^\[\[vfio\]\]' "$config/host.toml"; then
@@ -81,12 +91,13 @@ iso)
 *) die "WALDEN_RUN_MEDIA must be usb or iso, not $media" ;;
 esac
 
-rm -f "$run/control.sock"
+rm -f "$run/control.sock" "$run/qmp.sock"
 args+=(-drive "if=none,id=config,format=raw,file=$run/config.img" -device virtio-blk-pci,drive=config
        -netdev user,id=net0 -device virtio-net-pci,netdev=net0
        -device virtio-serial -device virtio-rng-pci
        -chardev "socket,id=ctl,path=$run/control.sock,server=on,wait=off"
-       -device virtserialport,chardev=ctl,name=org.walden.control)
+       -device virtserialport,chardev=ctl,name=org.walden.control
+       -qmp "unix:$run/qmp.sock,server=on,wait=off")
 
 log "booting walden $VERSION ($media, $firmware) under QEMU/TCG; quit with Ctrl-A X"
 exec qemu-system-x86_64 "${args[@]}" "$@"

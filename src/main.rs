@@ -15,6 +15,7 @@ mod logging;
 mod mounts;
 mod net;
 mod pid1;
+mod requires;
 mod state;
 mod supervisor;
 mod vfio;
@@ -83,6 +84,22 @@ enum Command {
     /// Versions on the boot media: list, install, rollback, remove.
     #[command(subcommand)]
     Image(images::ImageCommand),
+    /// Show the status screen on a console (the appliance runs one per console).
+    #[command(hide = true)]
+    ConsoleScreen {
+        /// The terminal, e.g. /dev/ttyS0.
+        tty: PathBuf,
+        /// Control socket to ask.
+        #[arg(long, default_value = context::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Check that a root file system (an image being built) has every
+    /// program and file walden uses (image/build.sh runs it).
+    #[command(hide = true)]
+    CheckRoot {
+        /// The root directory.
+        root: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -228,6 +245,8 @@ fn main() -> ExitCode {
         Command::Net(cmd) => exit(net::command(cmd)),
         Command::Guest { command, socket } => exit(guests::runtime::cli::command(command, &socket)),
         Command::Image(cmd) => exit(images::cli::command(cmd)),
+        Command::CheckRoot { root } => exit(requires::command(&root)),
+        Command::ConsoleScreen { tty, socket } => exit(cli::screen::run(&tty, &socket)),
         Command::Provision { device, from, yes } => exit(
             state::provision::provision(&device, from.as_deref(), yes, &mut state::provision::ask)
                 .map(print_ok)

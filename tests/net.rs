@@ -461,3 +461,244 @@ fn vlan_20_reaches_the_host_and_vlan_30_does_not() {
     );
     assert!(!ping("10.30.0.1"), "VLAN 30 is not allowed on the port");
 }
+
+/// `bridge -j vlan show dev DEV` as (vid, flags) pairs, e.g.
+/// `(1, ["PVID", "Egress Untagged"])`.
+fn bridge_vlans(ns: &Ns, dev: &str) -> Vec<(u64, Vec<String>)> {
+    let text = ok(&["bridge", "-n", &ns.0, "-j", "vlan", "show", "dev", dev]);
+    let all: Value = serde_json::from_str(&text).expect("bridge -j prints JSON");
+    all.as_array()
+        .and_then(|a| a.iter().find(|e| e["ifname"] == dev))
+        .and_then(|e| e["vlans"].as_array())
+        .map(|vlans| {
+            vlans
+                .iter()
+                .map(|v| {
+                    let flags = v["flags"]
+                        .as_array()
+                        .map(|f| {
+                            f.iter()
+                                .filter_map(|f| f.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (v["vlan"].as_u64().unwrap_or(0), flags)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_link_configured_down_is_left_down() {
+    need!("link_up_false");
+    let ns = Ns::new();
+    ns.nic("eth0", "52:54:00:aa:00:01", "peer0");
+    ns.nic("eth1", "52:54:00:aa:00:02", "peer1");
+    ns.nic("eth2", "52:54:00:aa:00:03", "peer2");
+    // eth0 starts down, eth2 up; eth1 (default `up`) is the control.
+    ns.ip(&["link", "set", "eth2", "up"]);
+    let dir = config_dir(
+        "[[network.link]]\nname = \"eth0\"\nup = false\n\
+         [[network.link]]\nname = \"eth1\"\n\
+         [[network.link]]\nname = \"eth2\"\nup = false\n",
+    );
+    let etc = tempfile::tempdir().unwrap();
+    ns.apply(dir.path(), etc.path());
+    assert!(
+        !ns.is_up("eth0"),
+        "eth0 has up = false: {}",
+        ns.link("eth0")
+    );
+    assert!(
+        !ns.is_up("eth2"),
+        "eth2 has up = false: {}",
+        ns.link("eth2")
+    );
+    assert!(ns.is_up("eth1"), "eth1 is up by default");
+    assert!(ns.apply(dir.path(), etc.path()).contains("nothing to do"));
+}
+
+#[test]
+fn a_bond_uses_its_configured_miimon() {
+    need!("bond_miimon");
+    let ns = Ns::new();
+    if !ns.supports(&["type", "bond"]) {
+        eprintln!("SKIPPED: bond_miimon: kernel lacks bonding (CONFIG_BONDING)");
+        return;
+    }
+    ns.nic("eth0", "52:54:00:aa:00:01", "peer0");
+    let dir = config_dir(
+        "[[network.link]]\nname = \"eth0\"\n\
+         [[network.bond]]\nname = \"bond0\"\nmode = \"active-backup\"\nmembers = [\"eth0\"]\nmiimon = \"200ms\"\n",
+    );
+    let etc = tempfile::tempdir().unwrap();
+    ns.apply(dir.path(), etc.path());
+    let data = &ns.link("bond0")["linkinfo"]["info_data"];
+    assert_eq!(data["miimon"], 200, "{data}");
+    assert_eq!(ns.master("eth0").as_deref(), Some("bond0"));
+    assert!(ns.apply(dir.path(), etc.path()).contains("nothing to do"));
+}
+
+#[test]
+fn a_bridge_without_ports_runs_stp_when_asked() {
+    need!("bridge_stp");
+    let ns = Ns::new();
+    let etc = tempfile::tempdir().unwrap();
+    let stp = |on: bool| config_dir(&format!("[[network.bridge]]\nname = \"br0\"\nstp = {on}\n"));
+    let stp_state = || ns.link("br0")["linkinfo"]["info_data"]["stp_state"].clone();
+    ns.apply(stp(true).path(), etc.path());
+    assert_eq!(stp_state(), 1, "created with stp = true");
+    // Changed on the existing bridge, both ways.
+    ns.apply(stp(false).path(), etc.path());
+    assert_eq!(stp_state(), 0, "stp = false");
+    ns.apply(stp(true).path(), etc.path());
+    assert_eq!(stp_state(), 1, "stp = true again");
+    assert!(ns
+        .apply(stp(true).path(), etc.path())
+        .contains("nothing to do"));
+}
+
+#[test]
+fn a_vlan_filtering_bridge_gets_its_own_vlans_and_the_port_pvid() {
+    need!("bridge_vlans_pvid");
+    let ns = Ns::new();
+    if !ns.supports(&["type", "bridge", "vlan_filtering", "1"]) {
+        eprintln!("SKIPPED: bridge_vlans_pvid: kernel lacks bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)");
+        return;
+    }
+    ns.nic("eth0", "52:54:00:aa:00:01", "peer0");
+    let dir = config_dir(
+        "[[network.link]]\nname = \"eth0\"\n\
+         [[network.bridge]]\nname = \"br0\"\nvlan_filtering = true\nvlans = [40]\n\
+         ports = [{ name = \"eth0\", pvid = 10, tagged = [20] }]\n",
+    );
+    let etc = tempfile::tempdir().unwrap();
+    ns.apply(dir.path(), etc.path());
+    let untagged = || vec!["PVID".to_string(), "Egress Untagged".to_string()];
+    // `vlans`: VLAN 40 tagged on the bridge device itself, next to VLAN 1.
+    assert_eq!(
+        bridge_vlans(&ns, "br0"),
+        [(1, untagged()), (40, vec![])],
+        "the bridge's own VLANs"
+    );
+    // `pvid`: the port's untagged VLAN is 10, not the kernel's 1.
+    assert_eq!(
+        bridge_vlans(&ns, "eth0"),
+        [(10, untagged()), (20, vec![])],
+        "the port's VLANs"
+    );
+    assert!(ns.apply(dir.path(), etc.path()).contains("nothing to do"));
+}
+
+#[test]
+fn a_route_keeps_its_dev_and_metric() {
+    need!("route_dev_metric");
+    let ns = Ns::new();
+    ns.nic("eth0", "52:54:00:aa:00:01", "peer0");
+    ns.nic("eth1", "52:54:00:aa:00:02", "peer1");
+    // The gateway is on both links; the kernel's own pick is eth0 (the
+    // longer prefix), so only `dev` can put the route on eth1.
+    let dir = config_dir(
+        "[[network.link]]\nname = \"eth0\"\naddresses = [\"10.1.0.1/24\"]\n\
+         [[network.link]]\nname = \"eth1\"\naddresses = [\"10.1.0.2/16\"]\n\
+         [[network.route]]\nto = \"10.60.0.0/16\"\nvia = \"10.1.0.254\"\ndev = \"eth1\"\nmetric = 200\n\
+         [[network.route]]\nto = \"10.50.0.0/16\"\ndev = \"eth1\"\n",
+    );
+    let etc = tempfile::tempdir().unwrap();
+    ns.apply(dir.path(), etc.path());
+    assert_eq!(
+        ns.json(&["route", "get", "10.1.0.254"])[0]["dev"],
+        "eth0",
+        "the kernel's own choice for the gateway"
+    );
+    let via = ns.json(&["route", "show", "10.60.0.0/16"]);
+    assert_eq!(via.as_array().map(Vec::len), Some(1), "{via}");
+    assert_eq!(via[0]["dev"], "eth1", "{via}");
+    assert_eq!(via[0]["gateway"], "10.1.0.254", "{via}");
+    assert_eq!(via[0]["metric"], 200, "{via}");
+    let direct = ns.json(&["route", "show", "10.50.0.0/16"]);
+    assert_eq!(direct[0]["dev"], "eth1", "{direct}");
+    assert!(direct[0]["gateway"].is_null(), "{direct}");
+    assert!(ns.apply(dir.path(), etc.path()).contains("nothing to do"));
+}
+
+#[test]
+fn resolv_conf_gets_the_search_domains() {
+    need!("dns_search");
+    let ns = Ns::new();
+    let dir = config_dir(
+        "[network.dns]\nservers = [\"192.0.2.53\"]\nsearch = [\"lab.example\", \"example.org\"]\n",
+    );
+    let etc = tempfile::tempdir().unwrap();
+    ns.apply(dir.path(), etc.path());
+    let resolv = std::fs::read_to_string(etc.path().join("resolv.conf")).unwrap();
+    let lines: Vec<&str> = resolv.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        ["search lab.example example.org", "nameserver 192.0.2.53"],
+        "{resolv}"
+    );
+}
+
+#[test]
+fn net_show_reports_what_the_kernel_has() {
+    need!("net_show");
+    let ns = Ns::new();
+    ns.nic("eth0", "52:54:00:aa:00:01", "peer0");
+    ns.nic("eth1", "52:54:00:aa:00:02", "peer1");
+    let dir = config_dir(
+        "[[network.link]]\nname = \"eth0\"\nmtu = 1400\n\
+         [[network.link]]\nname = \"eth1\"\nup = false\naddresses = [\"10.2.0.1/24\"]\n\
+         [[network.bridge]]\nname = \"br0\"\nports = [\"eth0\"]\nmtu = 1400\n\
+         addresses = [\"10.1.0.1/24\", \"fd01::1/64\"]\n",
+    );
+    let etc = tempfile::tempdir().unwrap();
+    ns.apply(dir.path(), etc.path());
+    let out = ns.walden(&["show", &dir.path().to_string_lossy(), "--json"]);
+    assert!(
+        out.status.success(),
+        "walden net show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("net show --json is JSON");
+    let shown = shown.as_array().expect("a list of links");
+    let names: Vec<&str> = shown.iter().filter_map(|l| l["name"].as_str()).collect();
+    assert_eq!(names, ["eth0", "eth1", "br0"], "config order");
+    // Link-local addresses come and go with carrier; compare the rest.
+    let global = |v: &Value| -> Vec<String> {
+        let mut a: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        a.retain(|s| !s.starts_with("fe80:"));
+        a.sort();
+        a
+    };
+    for l in shown {
+        let name = l["name"].as_str().unwrap();
+        let kernel = ns.link(name);
+        let state = if ns.is_up(name) { "up" } else { "down" };
+        assert_eq!(l["state"], state, "{name}: {l}");
+        assert_eq!(l["mtu"], kernel["mtu"], "{name}: {l}");
+        assert_eq!(l["mac"], kernel["address"], "{name}: {l}");
+        assert_eq!(l["master"], kernel["master"], "{name}: {l}");
+        let mut addrs = ns.addresses(name);
+        addrs.sort();
+        assert_eq!(global(&l["addresses"]), addrs, "{name}: {l}");
+    }
+    // Not vacuous: the values the config asked for.
+    assert_eq!(shown[1]["state"], "down");
+    assert_eq!(shown[2]["state"], "up");
+    assert_eq!(shown[2]["mtu"], 1400);
+    assert_eq!(shown[2]["members"], serde_json::json!(["eth0"]));
+    assert_eq!(
+        global(&shown[2]["addresses"]),
+        ["10.1.0.1/24", "fd01::1/64"]
+    );
+    assert_eq!(global(&shown[1]["addresses"]), ["10.2.0.1/24"]);
+}

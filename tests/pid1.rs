@@ -343,6 +343,36 @@ fn walden_reboot_inside_the_namespace_signals_its_pid1() {
 }
 
 #[test]
+fn walden_halt_inside_the_namespace_halts_its_pid1() {
+    if prerequisites("walden_halt_inside_the_namespace_halts_its_pid1").is_none() {
+        return;
+    }
+    let mut ns = Namespace::start();
+    let started = wait_for(Duration::from_secs(5), || {
+        ns.supervise_starts().first().copied()
+    });
+    assert!(started.is_some(), "no supervise started:\n{}", ns.console());
+
+    let out = nsenter(&ns, &[BIN, "halt"]);
+    // As with reboot: the shutdown's kill(-1, SIGTERM) may catch the command.
+    let ended =
+        out.status.success() || matches!(out.status.signal(), Some(libc::SIGTERM | libc::SIGKILL));
+    assert!(ended, "walden halt: {out:?}");
+    let status = ns.wait_exit(Duration::from_secs(10));
+    let console = ns.console();
+    let status = status.unwrap_or_else(|| panic!("namespace did not end:\n{console}"));
+    // reboot(RB_HALT_SYSTEM) in a PID namespace: init dies by SIGINT (as
+    // for power off; the console says which one PID 1 did).
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}\n{console}");
+    assert!(
+        console.contains("walden: SIGUSR1 received: halt"),
+        "{console}"
+    );
+    assert!(console.lines().any(|l| l == "walden: halt"), "{console}");
+    assert!(!console.contains("power off"), "{console}");
+}
+
+#[test]
 fn poweroff_refuses_when_pid1_is_another_program() {
     if prerequisites("poweroff_refuses_when_pid1_is_another_program").is_none() {
         return;

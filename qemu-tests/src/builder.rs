@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::expect;
 use crate::grubcfg;
 use crate::machine::{Launch, Machine, CONFIG_IMAGE};
+use crate::ssh::AdminSsh;
 use std::path::{Path, PathBuf};
 
 /// OVMF firmware code (read-only) and the template of its variable store.
@@ -133,6 +134,8 @@ pub struct MachineBuilder {
     no_reboot: bool,
     paused: bool,
     fail_on: Vec<String>,
+    admin_ssh: bool,
+    allow_console: Vec<String>,
 }
 
 impl MachineBuilder {
@@ -153,6 +156,8 @@ impl MachineBuilder {
             no_reboot: false,
             paused: false,
             fail_on: expect::FATAL.iter().map(|s| s.to_string()).collect(),
+            admin_ssh: false,
+            allow_console: Vec::new(),
         }
     }
 
@@ -247,19 +252,52 @@ impl MachineBuilder {
         self
     }
 
+    /// Let the admin in over ssh, for [`Machine::exec`]: a key pair in the
+    /// scenario's directory, one more NIC (QEMU user net, `restrict=on`,
+    /// the host's port 22 forwarded from a free port on 127.0.0.1), and
+    /// the config disk's host.toml extended with the public key and a
+    /// `[[network.link]]` with DHCP for that NIC (keys it has stay; a
+    /// host.toml that already configures that NIC is refused). Needs a
+    /// [`MachineBuilder::config_disk`]. See `crate::ssh`.
+    pub fn admin_ssh(mut self) -> Self {
+        self.admin_ssh = true;
+        self
+    }
+
+    /// Console lines containing `pattern` are not trouble for the console
+    /// checks (`crate::console_check`): for a scenario that provokes an
+    /// oops, a panic or a segfault on purpose.
+    pub fn allow_console(mut self, pattern: impl Into<String>) -> Self {
+        self.allow_console.push(pattern.into());
+        self
+    }
+
     /// Make the disk files, assemble the command line and start QEMU.
     pub fn start(self) -> Result<Machine> {
-        let args = self.prepare()?;
+        let (args, admin) = self.prepare()?;
         Machine::launch(Launch {
             args,
             dir: self.dir,
             scratch: self.scratch,
             fail_on: self.fail_on,
+            allow_console: self.allow_console,
+            admin,
         })
     }
 
-    /// Create per-machine disk files in the test directory and return QEMU's arguments.
-    fn prepare(&self) -> Result<Vec<String>> {
+    /// Create per-machine disk files in the test directory and return
+    /// QEMU's arguments (and the admin's way in, when asked for).
+    fn prepare(&self) -> Result<(Vec<String>, Option<AdminSsh>)> {
+        let admin = match self.admin_ssh {
+            true if self.config.is_none() => {
+                return Err(Error::unexpected(
+                    "machine description",
+                    "admin_ssh() needs a config_disk(..): its host.toml carries the key and the admin NIC",
+                ))
+            }
+            true => Some(AdminSsh::create(&self.dir)?),
+            false => None,
+        };
         let mut a = self.base_args();
         let s = |p: &Path| p.display().to_string();
         if self.firmware == Firmware::Uefi {
@@ -318,7 +356,11 @@ impl MachineBuilder {
         }
         if let Some(config) = &self.config {
             let img = self.dir.join(CONFIG_IMAGE);
-            disk::ext4_from_dir(&config.source, &img, CONFIG_LABEL, CONFIG_DISK_MIB)?;
+            let source = match &admin {
+                Some(admin) => self.config_with_admin(&config.source, admin)?,
+                None => config.source.clone(),
+            };
+            disk::ext4_from_dir(&source, &img, CONFIG_LABEL, CONFIG_DISK_MIB)?;
             a.push("-drive".into());
             a.push(format!("file={},format=raw,if=none,id=config", s(&img)));
             a.push("-device".into());
@@ -341,8 +383,31 @@ impl MachineBuilder {
             ]);
             a.extend(["-append".into(), k.append.clone()]);
         }
+        if let Some(admin) = &admin {
+            a.extend(admin.qemu_args());
+        }
         a.extend(self.extra.iter().cloned());
-        Ok(a)
+        Ok((a, admin))
+    }
+
+    /// A copy of the config directory `source` whose host.toml also lets
+    /// `admin` in; the merged host.toml is kept as `config-host.toml` in
+    /// the scenario's directory for reading after the test.
+    fn config_with_admin(&self, source: &Path, admin: &AdminSsh) -> Result<PathBuf> {
+        let copy = self.scratch.join("config-admin");
+        disk::copy_dir(source, &copy)?;
+        let host = copy.join("host.toml");
+        let text = std::fs::read_to_string(&host).map_err(|e| Error::io("read", &host, e))?;
+        let merged = admin.merge_into(&text).map_err(|e| {
+            Error::unexpected(
+                format!("admin_ssh() with {}", source.join("host.toml").display()),
+                e.to_string(),
+            )
+        })?;
+        std::fs::write(&host, &merged).map_err(|e| Error::io("write", &host, e))?;
+        let kept = self.dir.join("config-host.toml");
+        std::fs::write(&kept, &merged).map_err(|e| Error::io("write", &kept, e))?;
+        Ok(copy)
     }
 
     /// Machine, console, QMP, control channel, NIC, flags.

@@ -86,6 +86,34 @@ pub fn ext4_empty(dest: &Path, label: &str, size_mib: u64) -> Result<()> {
     Ok(())
 }
 
+/// Copy the directory tree `src` to `dest` (emptied first): files,
+/// directories and symbolic links, as `mkfs.ext4 -d` will read them.
+pub fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).map_err(|e| Error::io("clear", dest, e))?;
+    }
+    copy_tree(src, dest)
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest).map_err(|e| Error::io("create", dest, e))?;
+    let entries = std::fs::read_dir(src).map_err(|e| Error::io("read directory", src, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", src, e))?;
+        let (from, to) = (entry.path(), dest.join(entry.file_name()));
+        let kind = entry.file_type().map_err(|e| Error::io("stat", &from, e))?;
+        if kind.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&from).map_err(|e| Error::io("read link", &from, e))?;
+            std::os::unix::fs::symlink(&target, &to).map_err(|e| Error::io("link", &to, e))?;
+        } else {
+            std::fs::copy(&from, &to).map_err(|e| Error::io("copy to", &to, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Byte offset of the EFI system partition in a GPT disk image.
 pub fn esp_offset(image: &Path) -> Result<u64> {
     let json = run("sfdisk", ["-J".as_ref(), image.as_os_str()])?;

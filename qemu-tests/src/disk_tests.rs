@@ -147,3 +147,32 @@ fn sfdisk_json_and_mshowfat_parsing() {
     assert_eq!(cluster_runs("::/a <7>").unwrap(), [(7, 7)]);
     assert!(cluster_runs("::/a").is_err());
 }
+
+#[test]
+fn copy_dir_copies_files_subdirectories_and_links_into_an_emptied_dest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("images/tiny")).unwrap();
+    std::fs::write(src.join("host.toml"), "schema = 1\n").unwrap();
+    std::fs::write(src.join("images/tiny/vmlinuz"), [1u8, 2, 3]).unwrap();
+    std::os::unix::fs::symlink("host.toml", src.join("link.toml")).unwrap();
+    let dest = tmp.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(dest.join("stale"), "x").unwrap();
+    copy_dir(&src, &dest).unwrap();
+    assert_eq!(
+        std::fs::read(dest.join("images/tiny/vmlinuz")).unwrap(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("link.toml")).unwrap(),
+        "schema = 1\n"
+    );
+    assert!(std::fs::symlink_metadata(dest.join("link.toml"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!dest.join("stale").exists());
+    // The source stays as it was.
+    assert!(src.join("host.toml").is_file());
+}

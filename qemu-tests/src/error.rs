@@ -150,6 +150,45 @@ pub enum Error {
         /// walden's error message.
         error: String,
     },
+    /// ssh into the host (the admin NIC's forward) failed or ran too long.
+    #[error("ssh root@127.0.0.1 -p {port} `{command}`: {detail}\nconsole log: {log}")]
+    Ssh {
+        /// The command run on the host.
+        command: String,
+        /// The forwarded port on this machine's loopback.
+        port: u16,
+        /// What went wrong (ssh's stderr, the deadline).
+        detail: String,
+        /// The machine's console log.
+        log: PathBuf,
+    },
+    /// A command run over ssh exited non-zero where success was required.
+    #[error(
+        "`{command}` on the host exited {status}: {stderr}(stdout: {stdout})\nexec log: {log}"
+    )]
+    ExecFailed {
+        /// The command run on the host.
+        command: String,
+        /// Its exit status.
+        status: i32,
+        /// What it printed on stderr.
+        stderr: String,
+        /// What it printed on stdout.
+        stdout: String,
+        /// The scenario's exec.log.
+        log: PathBuf,
+    },
+    /// The console showed kernel or program trouble (an oops, a warning
+    /// with a stack trace, a Rust panic, a segfault, the OOM killer).
+    #[error("the console showed {count} line(s) of trouble (a scenario that provokes them on purpose declares them with MachineBuilder::allow_console):\n{lines}\nfull log: {log}")]
+    ConsoleTrouble {
+        /// How many lines.
+        count: usize,
+        /// The lines, one per line, with what each is.
+        lines: String,
+        /// The console log file.
+        log: PathBuf,
+    },
     /// Some other wait ran out of time.
     #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout {

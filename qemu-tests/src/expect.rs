@@ -51,6 +51,11 @@ pub const FATAL: &[&str] = &["Kernel panic - not syncing", "---[ end Kernel pani
 /// not the terminal echo).
 pub const SHELL_PROBE: (&str, &str) = ("echo walden-probe-$((40+2))\n", "walden-probe-42");
 
+/// The console's status screen (walden console-screen): its ssh line.
+pub const SCREEN_REACH: &str = "reach it: ssh root@";
+/// The screen's last line.
+pub const SCREEN_END: &str = "press Enter to show this again";
+
 /// A tiny nested guest is up and answers the power button:
 /// `GUEST-UP <name> after <uptime> s, kernel <release>` on its serial log
 /// (see `guest_assets`). Use [`guest_up`] for one guest.

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::expect;
 use crate::initramfs::Initramfs;
 use crate::kernel_vm::{add_modules, kernel_release, modules_dir};
+use crate::tools::run;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -82,6 +83,78 @@ impl TinyGuestAssets {
         })
     }
 
+    /// A GPT disk image at `dest` with one EFI system partition holding
+    /// GRUB as `\EFI\BOOT\BOOTX64.EFI` (the path UEFI firmware boots from
+    /// removable and unconfigured disks), the kernel and the initramfs;
+    /// GRUB boots the kernel with `cmdline`. Debian's tools make it:
+    /// grub-mkstandalone (grub-efi-amd64-bin), mkfs.fat and mcopy
+    /// (dosfstools, mtools), sfdisk.
+    pub fn uefi_disk(&self, cmdline: &str, dest: &Path) -> Result<()> {
+        let work = dest.with_extension("work");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+        let cfg = work.join("grub.cfg");
+        let text = format!(
+            "set timeout=0\nsearch --no-floppy --file /walden-tiny --set=root\n\
+             linux /vmlinuz {cmdline}\ninitrd /initrd.img\nboot\n"
+        );
+        std::fs::write(&cfg, text).map_err(|e| Error::io("write", &cfg, e))?;
+        let marker_file = work.join("walden-tiny");
+        std::fs::write(&marker_file, "").map_err(|e| Error::io("write", &marker_file, e))?;
+        let efi = work.join("BOOTX64.EFI");
+        let grub_cfg = format!("boot/grub/grub.cfg={}", cfg.display());
+        let efi_s = efi.display().to_string();
+        run(
+            "grub-mkstandalone",
+            [
+                "-O",
+                "x86_64-efi",
+                "--modules=part_gpt fat search linux normal",
+                "-o",
+                &efi_s,
+                &grub_cfg,
+            ],
+        )?;
+        // The disk: GPT with the ESP from 1 MiB, 40 MiB of FAT.
+        const ESP_MIB: u64 = 40;
+        let f = std::fs::File::create(dest).map_err(|e| Error::io("create", dest, e))?;
+        f.set_len((ESP_MIB + 2) << 20)
+            .map_err(|e| Error::io("size", dest, e))?;
+        drop(f);
+        gpt_esp(dest, ESP_MIB)?;
+        let esp = format!("{}@@1M", dest.display());
+        let sectors = (ESP_MIB << 20) / 512;
+        run(
+            "mformat",
+            [
+                "-i",
+                &esp,
+                "-F",
+                "-v",
+                "TINYESP",
+                "-T",
+                &sectors.to_string(),
+                "::",
+            ],
+        )?;
+        for dir in ["::/EFI", "::/EFI/BOOT"] {
+            run("mmd", ["-i", &esp, dir])?;
+        }
+        let marker = work.join("walden-tiny");
+        let copies = [
+            (efi.as_path(), "::/EFI/BOOT/BOOTX64.EFI"),
+            (self.kernel.as_path(), "::/vmlinuz"),
+            (self.initrd.as_path(), "::/initrd.img"),
+            (marker.as_path(), "::/walden-tiny"),
+        ];
+        for (src, to) in copies {
+            let src = src.display().to_string();
+            run("mcopy", ["-i", &esp, &src, to])?;
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        Ok(())
+    }
+
     /// Copy the kernel and initramfs into `config_dir/images/tiny/`, where
     /// [`KERNEL_ON_IMAGE`] and [`INITRD_ON_IMAGE`] find them.
     pub fn install(&self, config_dir: &Path) -> Result<()> {
@@ -93,6 +166,44 @@ impl TinyGuestAssets {
         }
         Ok(())
     }
+}
+
+/// Write a GPT to `disk` with one EFI system partition of `esp_mib` MiB
+/// at 1 MiB (sfdisk reads its script on stdin).
+fn gpt_esp(disk: &Path, esp_mib: u64) -> Result<()> {
+    use std::io::Write;
+    let script = format!(
+        "label: gpt\nstart=2048,size={},type=U\n",
+        (esp_mib << 20) / 512
+    );
+    let mut child = std::process::Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(disk)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::ToolMissing {
+            tool: "sfdisk".into(),
+            package: "fdisk",
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| Error::io("write the table of", disk, e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::io("wait for sfdisk on", disk, e))?;
+    if !out.status.success() {
+        return Err(Error::ToolFailed {
+            command: format!("sfdisk --quiet {}", disk.display()),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// The command line a tiny guest named `name` boots with (plain QEMU or
@@ -199,6 +310,9 @@ pub struct TinyGuest {
     pub cmdline_extra: String,
     /// Further TOML appended verbatim (`[[nic]]`, `[[pci]]` tables).
     pub tables: String,
+    /// Boot through UEFI firmware (OVMF) from a disk instead of QEMU's
+    /// direct kernel boot ([`TinyGuestAssets::uefi_disk`]).
+    pub uefi: bool,
 }
 
 impl TinyGuest {
@@ -212,7 +326,24 @@ impl TinyGuest {
             shutdown_timeout: "60s".into(),
             cmdline_extra: String::new(),
             tables: String::new(),
+            uefi: false,
         }
+    }
+
+    /// Boot with `[boot] firmware = "uefi"` from a small EFI system disk
+    /// (OVMF -> GRUB -> the same kernel and initramfs), instead of QEMU's
+    /// direct kernel boot; [`config_dir`] makes the disk.
+    /// GRUB's linux loader runs out of memory under OVMF with 256 MiB, so
+    /// a UEFI tiny guest gets at least 512 MiB.
+    pub fn uefi(mut self) -> Self {
+        self.uefi = true;
+        self.memory_mib = self.memory_mib.max(512);
+        self
+    }
+
+    /// The UEFI disk's path as the guest on the image sees it.
+    pub fn uefi_disk_on_image(&self) -> String {
+        format!("/config/{ASSETS_REL}/uefi-{}.img", self.name)
     }
 
     /// Start only after `other` runs.
@@ -266,11 +397,19 @@ impl TinyGuest {
         if let Some(r) = &self.restart {
             let _ = writeln!(t, "restart = \"{r}\"");
         }
-        let _ = write!(
-            t,
-            "\n[boot]\nkernel = \"{KERNEL_ON_IMAGE}\"\ninitrd = \"{INITRD_ON_IMAGE}\"\ncmdline = \"{}\"\n",
-            cmdline(&self.name, &self.cmdline_extra)
-        );
+        if self.uefi {
+            let _ = write!(
+                t,
+                "\n[boot]\nfirmware = \"uefi\"\n\n[[disk]]\npath = \"{}\"\nformat = \"raw\"\nread_only = true\n",
+                self.uefi_disk_on_image()
+            );
+        } else {
+            let _ = write!(
+                t,
+                "\n[boot]\nkernel = \"{KERNEL_ON_IMAGE}\"\ninitrd = \"{INITRD_ON_IMAGE}\"\ncmdline = \"{}\"\n",
+                cmdline(&self.name, &self.cmdline_extra)
+            );
+        }
         t.push_str(&self.tables);
         t
     }
@@ -304,6 +443,10 @@ pub fn config_dir(
         g.write(dir)?;
     }
     assets.install(dir)?;
+    for g in guests.iter().filter(|g| g.uefi) {
+        let disk = dir.join(ASSETS_REL).join(format!("uefi-{}.img", g.name));
+        assets.uefi_disk(&cmdline(&g.name, &g.cmdline_extra), &disk)?;
+    }
     Ok(dir.to_path_buf())
 }
 

@@ -23,11 +23,15 @@
 //! ```
 //!
 //! Console text goes to `build/qemu-tests/<test>/console.log`; the QEMU
-//! command line to `qemu.cmdline` beside it. See README.md.
+//! command line to `qemu.cmdline` beside it. A machine built with
+//! [`MachineBuilder::admin_ssh`] runs commands as an admin would, over ssh
+//! ([`Machine::exec`], [`ssh`]); every console is checked for kernel and
+//! program trouble ([`console_check`]). See README.md.
 
 pub mod artifacts;
 pub mod builder;
 pub mod console;
+pub mod console_check;
 pub mod control;
 pub mod disk;
 pub mod env;
@@ -35,11 +39,13 @@ pub mod error;
 pub mod expect;
 pub mod grubcfg;
 pub mod guest_assets;
+pub mod host_toml;
 pub mod initramfs;
 pub mod kernel_vm;
 pub mod lockup;
 pub mod machine;
 pub mod qmp;
+pub mod ssh;
 pub mod status;
 pub mod tools;
 
@@ -49,4 +55,5 @@ pub use env::{scaled, TestEnv};
 pub use error::{Error, Result};
 pub use lockup::retry_on_soft_lockup;
 pub use machine::Machine;
+pub use ssh::{AdminSsh, ExecOutput};
 pub use status::{Phase, Status};

@@ -9,33 +9,47 @@
 //! the retry is printed (past libtest's capture) so it shows in every run's
 //! output. A scenario that fails again, or fails without a lockup, fails.
 
+use crate::console_check::{self, InScenario};
+use crate::error::Error;
+use std::cell::RefCell;
 use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// What the kernel prints when a CPU has not scheduled for 20 s or more.
 pub const SOFT_LOCKUP: &str = "watchdog: BUG: soft lockup - CPU#";
 
-/// The console log of the last machine whose kernel reported a lockup.
-static SEEN: Mutex<Option<PathBuf>> = Mutex::new(None);
+thread_local! {
+    /// The console log of the last machine whose kernel reported a lockup,
+    /// per thread: a scenario drops its machines on its own thread, and
+    /// libtest runs scenarios on threads side by side.
+    static SEEN: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
+}
 
 /// Called as a console is dropped: remember its log if the kernel locked up.
 pub(crate) fn note(console_text: &str, log: &Path) {
     if console_text.contains(SOFT_LOCKUP) {
-        *SEEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(log.to_path_buf());
+        SEEN.with(|s| *s.borrow_mut() = Some(log.to_path_buf()));
     }
 }
 
 fn take_seen() -> Option<PathBuf> {
-    SEEN.lock().unwrap_or_else(|e| e.into_inner()).take()
+    SEEN.with(|s| s.borrow_mut().take())
 }
 
 /// Run `scenario`; when it fails after a guest kernel soft lockup, keep its
 /// directory as `<dir>.soft-lockup` and run it once more.
-pub fn retry_on_soft_lockup<E: Display>(scenario: impl Fn() -> Result<(), E>) -> Result<(), E> {
+///
+/// It also applies the console checks (`console_check`): a scenario that
+/// returned `Ok` fails when a machine it dropped had console lines of
+/// kernel or program trouble it did not allow (a soft lockup among them,
+/// so such a run gets its retry too).
+pub fn retry_on_soft_lockup<E: Display + From<Error>>(
+    scenario: impl Fn() -> Result<(), E>,
+) -> Result<(), E> {
+    let _inside = InScenario::enter();
     take_seen();
-    let err = match scenario() {
+    let err = match checked(&scenario) {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
@@ -56,13 +70,35 @@ pub fn retry_on_soft_lockup<E: Display>(scenario: impl Fn() -> Result<(), E>) ->
          running it once more",
         kept.unwrap_or_else(|| log.display().to_string())
     );
-    scenario()
+    checked(&scenario)
+}
+
+/// One run of `scenario`, failed also by the console findings of the
+/// machines it dropped. When it failed anyway, the findings are printed
+/// beside its own error.
+fn checked<E: Display + From<Error>>(scenario: &impl Fn() -> Result<(), E>) -> Result<(), E> {
+    let result = scenario();
+    match (result, console_check::take()) {
+        (Ok(()), None) => Ok(()),
+        (Ok(()), Some(trouble)) => Err(E::from(trouble)),
+        (Err(e), None) => Err(e),
+        (Err(e), Some(trouble)) => {
+            eprintln!("the console check failed too: {trouble}");
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::console_check::Finding;
     use std::cell::Cell;
+
+    /// The error text of a run (anyhow, as scenarios return).
+    fn text(r: anyhow::Result<()>) -> Option<String> {
+        r.err().map(|e| e.to_string())
+    }
 
     #[test]
     fn only_a_failure_after_a_lockup_is_retried_and_only_once() {
@@ -73,7 +109,7 @@ mod tests {
 
         // Passing: run once.
         let runs = Cell::new(0);
-        let ok: Result<(), String> = retry_on_soft_lockup(|| {
+        let ok = retry_on_soft_lockup(|| -> anyhow::Result<()> {
             runs.set(runs.get() + 1);
             Ok(())
         });
@@ -85,9 +121,9 @@ mod tests {
         let e = retry_on_soft_lockup(|| {
             runs.set(runs.get() + 1);
             note("walden: ready in 12 s\n", &log);
-            Err("timed out")
+            anyhow::bail!("timed out")
         });
-        assert_eq!((e, runs.get()), (Err("timed out"), 1));
+        assert_eq!((text(e).as_deref(), runs.get()), (Some("timed out"), 1));
 
         // Failing after a lockup, twice: run twice, the second error kept,
         // the first attempt's directory kept aside.
@@ -99,9 +135,9 @@ mod tests {
                 "[ 32.7] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [x:1]\n",
                 &log,
             );
-            Err(format!("attempt {}", runs.get()))
+            anyhow::bail!("attempt {}", runs.get())
         });
-        assert_eq!(e, Err("attempt 2".to_string()));
+        assert_eq!(text(e).as_deref(), Some("attempt 2"));
         assert_eq!(runs.get(), 2);
         assert!(tmp.path().join("scenario.soft-lockup").is_dir());
 
@@ -111,10 +147,60 @@ mod tests {
             runs.set(runs.get() + 1);
             if runs.get() == 1 {
                 note(SOFT_LOCKUP, &log);
-                return Err("locked");
+                anyhow::bail!("locked");
             }
             Ok(())
         });
-        assert_eq!((ok, runs.get()), (Ok(()), 2));
+        assert_eq!((text(ok), runs.get()), (None, 2));
+    }
+
+    fn oops() -> Vec<Finding> {
+        vec![Finding {
+            what: "kernel oops",
+            line: "[ 9.1] Oops: 0000 [#1] SMP".into(),
+        }]
+    }
+
+    #[test]
+    fn a_passing_scenario_fails_on_console_trouble_of_its_machines() {
+        let log = Path::new("/x/console.log");
+        let e = retry_on_soft_lockup(|| -> anyhow::Result<()> {
+            console_check::dropped(oops(), log);
+            Ok(())
+        });
+        let msg = text(e).expect("console trouble fails the scenario");
+        assert!(
+            msg.contains("Oops: 0000") && msg.contains("allow_console"),
+            "{msg}"
+        );
+
+        // A failing scenario keeps its own error (the findings are printed).
+        let e = retry_on_soft_lockup(|| -> anyhow::Result<()> {
+            console_check::dropped(oops(), log);
+            anyhow::bail!("its own error")
+        });
+        assert_eq!(text(e).as_deref(), Some("its own error"));
+
+        // Nothing is left over for the next scenario on this thread.
+        assert!(retry_on_soft_lockup(|| -> anyhow::Result<()> { Ok(()) }).is_ok());
+    }
+
+    #[test]
+    fn a_soft_lockup_on_a_passing_run_is_trouble_and_gets_the_retry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("scenario");
+        let log = dir.join("console.log");
+        let runs = Cell::new(0);
+        let ok = retry_on_soft_lockup(|| -> anyhow::Result<()> {
+            runs.set(runs.get() + 1);
+            std::fs::create_dir_all(&dir).unwrap();
+            if runs.get() == 1 {
+                let line = "watchdog: BUG: soft lockup - CPU#1 stuck for 22s!\n";
+                note(line, &log);
+                console_check::dropped(console_check::scan(line, &[]), &log);
+            }
+            Ok(())
+        });
+        assert_eq!((text(ok), runs.get()), (None, 2));
     }
 }

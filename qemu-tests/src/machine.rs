@@ -2,10 +2,12 @@
 //! power operations, exit, restart with the same disks. Dropping it kills QEMU.
 
 use crate::console::{Console, Match};
+use crate::console_check::{self, Finding};
 use crate::control::ControlChannel;
 use crate::env::scaled;
 use crate::error::{Error, Result};
 use crate::qmp::Qmp;
+use crate::ssh::{self, AdminSsh, ExecOutput};
 use crate::status::Status;
 use crate::tools::render;
 use serde_json::Value;
@@ -24,6 +26,12 @@ pub(crate) const CONFIG_IMAGE: &str = "config.img";
 /// How long QEMU may take to open its QMP socket.
 const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Default limit of one [`Machine::exec`] (scaled).
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the first [`Machine::exec`] of a run waits for sshd (scaled).
+pub const SSH_UP_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Everything needed to (re)start the same machine.
 #[derive(Debug, Clone)]
 pub(crate) struct Launch {
@@ -31,6 +39,8 @@ pub(crate) struct Launch {
     pub(crate) dir: PathBuf,
     pub(crate) scratch: PathBuf,
     pub(crate) fail_on: Vec<String>,
+    pub(crate) allow_console: Vec<String>,
+    pub(crate) admin: Option<AdminSsh>,
 }
 
 /// A running machine. Build one with [`crate::TestEnv::machine`].
@@ -43,6 +53,12 @@ pub struct Machine {
     qmp: Qmp,
     control: Option<ControlChannel>,
     runs: u32,
+    /// Bytes of this run's console already checked by [`Machine::check_console`].
+    checked_upto: usize,
+    /// Unreported console findings of earlier runs (before a restart).
+    earlier: Vec<Finding>,
+    /// Whether sshd answered during this run.
+    ssh_up: bool,
 }
 
 impl Machine {
@@ -68,6 +84,9 @@ impl Machine {
             console,
             control: None,
             runs: 1,
+            checked_upto: 0,
+            earlier: Vec::new(),
+            ssh_up: false,
         };
         machine.check_running("starting")?;
         Ok(machine)
@@ -284,7 +303,12 @@ impl Machine {
         }
         self.stdin = None;
         self.control = None;
+        self.ssh_up = false;
         self.runs += 1;
+        // The old run's console goes away: keep what it has not reported.
+        let rest = self.unchecked_findings(true);
+        self.earlier.extend(rest);
+        self.checked_upto = 0;
         let log = self.launch.dir.join("console.log");
         if let Ok(mut f) = OpenOptions::new().append(true).open(&log) {
             let _ = writeln!(f, "\n===== qemu-tests: restart (run {}) =====", self.runs);
@@ -297,6 +321,127 @@ impl Machine {
         self.console = console;
         self.qmp = connect_qmp(&self.launch, &mut self.child)?;
         Ok(())
+    }
+
+    /// The config disk's image file (in the scenario's directory), to
+    /// read or edit with debugfs while QEMU is stopped, before a
+    /// [`Machine::restart`].
+    pub fn config_disk_image(&self) -> PathBuf {
+        self.launch.dir.join(CONFIG_IMAGE)
+    }
+
+    /// The admin's way in, for a machine built with
+    /// [`crate::MachineBuilder::admin_ssh`].
+    pub fn admin_ssh(&self) -> Option<&AdminSsh> {
+        self.launch.admin.as_ref()
+    }
+
+    /// `build/qemu-tests/<test>/exec.log`: every [`Machine::exec`].
+    pub fn exec_log(&self) -> PathBuf {
+        self.launch.dir.join(ssh::EXEC_LOG)
+    }
+
+    fn require_admin(&self, command: &str) -> Result<AdminSsh> {
+        self.launch.admin.clone().ok_or_else(|| Error::Ssh {
+            command: command.to_string(),
+            port: 0,
+            detail: "the machine was built without admin_ssh(): there is no way in".into(),
+            log: self.console_log().to_path_buf(),
+        })
+    }
+
+    /// Wait (at most `timeout`, scaled) until the host's sshd lets the
+    /// harness's key in through the admin NIC; returns how long it took.
+    /// Fails at once when QEMU exits. [`Machine::exec`] calls it by itself
+    /// when sshd has not answered yet in this run.
+    pub fn wait_for_ssh(&mut self, timeout: Duration) -> Result<Duration> {
+        let admin = self.require_admin("true")?;
+        let exec_log = self.exec_log();
+        let console_log = self.console_log().to_path_buf();
+        let took = ssh::wait_for_sshd(&admin, scaled(timeout), &exec_log, &console_log, || {
+            self.check_running("waiting for sshd")
+        })?;
+        self.ssh_up = true;
+        Ok(took)
+    }
+
+    /// Run `command` on the host as root over ssh, as an admin would
+    /// (`ssh root@host 'command'`), within [`EXEC_TIMEOUT`]. The exit
+    /// status is the command's; see [`Machine::exec_within`].
+    pub fn exec(&mut self, command: &str) -> Result<ExecOutput> {
+        self.exec_within(command, EXEC_TIMEOUT)
+    }
+
+    /// [`Machine::exec`] with its own limit (scaled); ssh is killed when it
+    /// runs past it. The first exec of a run waits for sshd first (at most
+    /// [`SSH_UP_TIMEOUT`]). ssh failing itself (status 255: refused,
+    /// reset, authentication) and the limit are errors that name the
+    /// command, the port and the console log; every exec is recorded in
+    /// `exec.log`.
+    pub fn exec_within(&mut self, command: &str, timeout: Duration) -> Result<ExecOutput> {
+        let admin = self.require_admin(command)?;
+        self.check_running(&format!("about to run `{command}` over ssh"))?;
+        if !self.ssh_up {
+            self.wait_for_ssh(SSH_UP_TIMEOUT)?;
+        }
+        let exec_log = self.exec_log();
+        let result = ssh::exec(
+            &admin,
+            command,
+            scaled(timeout),
+            Some(&exec_log),
+            self.console_log(),
+        );
+        if result.is_err() {
+            self.check_running(&format!("running `{command}` over ssh"))?;
+        }
+        result
+    }
+
+    /// [`Machine::exec`] that must exit 0; returns its stdout. A non-zero
+    /// exit is an error with the command's stderr and stdout.
+    pub fn exec_ok(&mut self, command: &str) -> Result<String> {
+        let out = self.exec(command)?;
+        if out.success() {
+            return Ok(out.stdout);
+        }
+        Err(Error::ExecFailed {
+            command: command.to_string(),
+            status: out.status,
+            stderr: out.stderr,
+            stdout: out.stdout.trim().to_string(),
+            log: self.exec_log(),
+        })
+    }
+
+    /// The console checks (`crate::console_check`) on the console lines
+    /// since the last check (earlier runs included): an error listing the
+    /// lines of kernel or program trouble not allowed by
+    /// [`crate::MachineBuilder::allow_console`]. Lines not checked here
+    /// are checked when the machine is dropped.
+    pub fn check_console(&mut self) -> Result<()> {
+        let mut found = std::mem::take(&mut self.earlier);
+        found.extend(self.unchecked_findings(false));
+        if found.is_empty() {
+            return Ok(());
+        }
+        self.console.print_tail();
+        Err(console_check::error(&found, self.console_log()))
+    }
+
+    /// Findings in this run's console past the last check, moving the
+    /// check mark: to the end of the last complete line, or to the end
+    /// when `all` (the console is over).
+    fn unchecked_findings(&mut self, all: bool) -> Vec<Finding> {
+        let text = self.console.text();
+        let start = self.checked_upto.min(text.len());
+        let end = if all {
+            text.len()
+        } else {
+            text[start..].rfind('\n').map_or(start, |p| start + p + 1)
+        };
+        self.checked_upto = end;
+        console_check::scan(&text[start..end], &self.launch.allow_console)
     }
 
     /// An error if QEMU is no longer running.
@@ -334,6 +479,10 @@ impl Drop for Machine {
         // Always: a failed scenario must not leave QEMU behind.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The console checks on what no check_console() has seen.
+        let mut found = std::mem::take(&mut self.earlier);
+        found.extend(self.unchecked_findings(true));
+        console_check::dropped(found, self.console.log_path());
     }
 }
 

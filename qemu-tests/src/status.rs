@@ -68,6 +68,18 @@ pub struct Service {
     pub last_error: Option<String>,
 }
 
+/// One guest in `walden status`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Guest {
+    /// Guest name.
+    pub name: String,
+    /// "running", "waiting", "failed", ...
+    pub state: String,
+    /// Why it waits or failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
 /// What `walden status --json` reports.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Status {
@@ -96,6 +108,9 @@ pub struct Status {
     /// Supervised services.
     #[serde(default)]
     pub services: Vec<Service>,
+    /// The guests of the config.
+    #[serde(default)]
+    pub guests: Vec<Guest>,
     /// The most recent error.
     #[serde(default)]
     pub last_error: Option<String>,

@@ -3,7 +3,10 @@
 
 use crate::error::{Error, Result};
 use std::ffi::OsStr;
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The Debian package providing a tool, for the "install it" hint.
 fn package_of(tool: &str) -> &'static str {
@@ -82,6 +85,79 @@ pub fn connect_retrying(
     }
 }
 
+/// How a program run with [`run_bounded`] ended.
+#[derive(Debug)]
+pub struct Bounded {
+    /// Its exit status, or None when it ran past its limit and was killed.
+    pub status: Option<ExitStatus>,
+    /// Everything it wrote on stdout (up to the kill).
+    pub stdout: Vec<u8>,
+    /// Everything it wrote on stderr (up to the kill).
+    pub stderr: Vec<u8>,
+    /// From the start to its exit or the kill.
+    pub elapsed: Duration,
+}
+
+impl Bounded {
+    /// Whether it ran past its limit.
+    pub fn timed_out(&self) -> bool {
+        self.status.is_none()
+    }
+}
+
+/// How often [`run_bounded`] polls the child.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Run `cmd` with stdin from /dev/null, its stdout and stderr read on their
+/// own threads (a chatty child cannot stall on a full pipe), and kill it
+/// when it runs past `timeout`. Errors only when it cannot be started or
+/// waited for; running too long is [`Bounded::timed_out`].
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> std::io::Result<Bounded> {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = read_on_thread(child.stdout.take());
+    let err = read_on_thread(child.stderr.take());
+    let deadline = started + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(POLL),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    Ok(Bounded {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        elapsed,
+    })
+}
+
+/// Read a child's pipe to its end on a thread of its own.
+fn read_on_thread(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +176,32 @@ mod tests {
         assert!(err.to_string().contains("cannot run"), "{err}");
         assert_eq!(package_of("mshowfat"), "mtools");
         assert_eq!(package_of("qemu-img"), "qemu-utils");
+    }
+
+    #[test]
+    fn bounded_run_keeps_both_streams_and_the_status() {
+        let r = run_bounded(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 4"]),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(r.status.and_then(|s| s.code()), Some(4));
+        assert_eq!(
+            (r.stdout.as_slice(), r.stderr.as_slice()),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+    }
+
+    #[test]
+    fn bounded_run_kills_a_child_past_its_limit() {
+        let r = run_bounded(
+            Command::new("sh").args(["-c", "echo started; exec sleep 30"]),
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        assert!(r.timed_out(), "{r:?}");
+        assert!(r.elapsed < Duration::from_secs(10), "{r:?}");
+        assert_eq!(r.stdout, b"started\n");
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! Scenarios 1-3: every way of booting the image reaches walden "ready",
-//! and `walden status --json` shows the version booted and per-phase timings.
+//! and `walden status --json` shows the version booted, per-phase timings,
+//! no failed step, and the example's autostart guest running (its kernel
+//! and initramfs are on the config disk, as `make run` puts them there).
 
 mod common;
 
-use common::{assert_boots_to_ready, example_config};
+use common::{
+    assert_boots_to_ready, assert_guest_running, example_config_with_guest, EXAMPLE_GUEST,
+};
 use qemu_tests::{Firmware, Nic, TestEnv};
 
 /// How the image reaches the machine.
@@ -30,10 +34,11 @@ fn boots_to_ready(name: &str, media: Media, firmware: Firmware) -> anyhow::Resul
     };
     let mut m = builder
         .firmware(firmware)
-        .config_disk(example_config())
+        .config_disk(example_config_with_guest(&env)?)
         .nic(Nic::Isolated)
         .start()?;
     assert_boots_to_ready(&mut m, &a.version)?;
+    assert_guest_running(&mut m, EXAMPLE_GUEST)?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ mod common;
 
 use anyhow::{ensure, Context};
 use common::BOOT_TIMEOUT;
-use qemu_tests::{expect, Firmware, Machine, Nic, Phase, Status, TestEnv};
+use qemu_tests::{expect, ConfigDisk, Firmware, Machine, Nic, Phase, Status, TestEnv};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -82,20 +82,9 @@ fn host_toml(hostname: &str) -> String {
 
 /// A WALDEN-CONFIG disk image holding host.toml, in the scratch dir.
 fn config_disk(env: &TestEnv) -> anyhow::Result<PathBuf> {
-    config_disk_with(env, &host_toml("walden-mini"), |_| Ok(()))
-}
-
-/// A WALDEN-CONFIG disk image holding `host` as host.toml and whatever
-/// `more` puts into the directory, in the scratch dir.
-fn config_disk_with(
-    env: &TestEnv,
-    host: &str,
-    more: impl FnOnce(&Path) -> anyhow::Result<()>,
-) -> anyhow::Result<PathBuf> {
     let dir = env.scratch().join("config");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("host.toml"), host)?;
-    more(&dir)?;
+    std::fs::write(dir.join("host.toml"), host_toml("walden-mini"))?;
     let img = env.scratch().join("config-disk.img");
     qemu_tests::disk::ext4_from_dir(&dir, &img, "WALDEN-CONFIG", 64)?;
     Ok(img)
@@ -126,16 +115,11 @@ fn boot_ready(m: &mut Machine) -> anyhow::Result<Status> {
     Ok(s)
 }
 
-/// A `[[service]]` that logs in over ssh as root on the host's own
-/// loopback address with the key at /config/test/id_ed25519 and prints
-/// `SSH-CHECK: <what the remote command printed or the error>`.
-const SSH_CHECK: &str = r#"cp /config/test/id_ed25519 /tmp/id && chmod 600 /tmp/id
-for i in $(seq 1 60); do
-  out="$(ssh -i /tmp/id -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-        -o ConnectTimeout=5 root@127.0.0.1 'echo logged-in-as-$(id -un)-on-$(hostname)' 2>&1)" && break
-  sleep 1
-done
-echo "SSH-CHECK: $(echo $out | tr '\n' ' ')" > /dev/console"#;
+/// The first line of a command's output on the host, over ssh.
+fn on_host(m: &mut Machine, command: &str) -> anyhow::Result<String> {
+    let out = m.exec_ok(command)?;
+    Ok(out.lines().next().unwrap_or("").trim().to_string())
+}
 
 #[test]
 fn etc_and_a_host_toml_change_survive_a_reboot() -> anyhow::Result<()> {
@@ -146,39 +130,59 @@ fn etc_and_a_host_toml_change_survive_a_reboot_once() -> anyhow::Result<()> {
     let Some(env) = TestEnv::with_image("etc_and_a_host_toml_change_survive_a_reboot")? else {
         return Ok(());
     };
-    // root logs in over ssh with a key from host.toml (sshd is walden's own
-    // service once there is a key).
-    let key = env.scratch().join("id_ed25519");
-    let _ = std::fs::remove_file(&key);
-    let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test@harness", "-f"])
-        .arg(&key)
-        .output()
-        .context("running ssh-keygen (openssh-client)")?;
-    ensure!(out.status.success(), "ssh-keygen: {out:?}");
-    let public = std::fs::read_to_string(key.with_extension("pub"))?;
-    let host = format!(
-        "schema = 1\nhostname = \"walden-mini\"\n\n[ssh]\nauthorized_keys = [{}]\n{}",
-        qemu_tests::guest_assets::toml_string(public.trim()),
-        qemu_tests::guest_assets::script_service("ssh-check", SSH_CHECK)
-    );
-    let img = config_disk_with(&env, &host, |dir| {
-        std::fs::create_dir_all(dir.join("test"))?;
-        std::fs::copy(&key, dir.join("test/id_ed25519"))?;
-        Ok(())
-    })?;
-    let mut m = boot(&env, &img)?;
+    let a = env.artifacts()?;
+    // host_toml() has a key of its own (admin@laptop); admin_ssh() adds
+    // the harness's key beside it and the admin NIC, and the admin logs in
+    // from outside: sshd is walden's own service once there is a key.
+    let dir = env.scratch().join("config");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("host.toml"), host_toml("walden-mini"))?;
+    let mut m = env
+        .machine()
+        .usb_image(a.usb_image()?)
+        .firmware(Firmware::Bios)
+        .nic(Nic::Isolated)
+        .config_disk(ConfigDisk::from_dir(&dir))
+        .admin_ssh()
+        .start()?;
     let s = boot_ready(&mut m)?;
-    m.wait_for_console("SSH-CHECK: ", Duration::from_secs(120))?;
-    // The rest of the line may still be on its way (or broken by a kernel
-    // message): look at everything after the marker a moment later.
-    std::thread::sleep(Duration::from_secs(1));
-    let console = m.console().text();
-    let said = console.split("SSH-CHECK: ").nth(1).unwrap_or("");
+    let took = m.wait_for_ssh(Duration::from_secs(180))?;
+    eprintln!("ssh from outside answered {took:.1?} after ready");
+    let name = on_host(&mut m, "hostname")?;
+    ensure!(name == "walden-mini", "hostname over ssh: {name:?}");
+    let uid = on_host(&mut m, "id -u")?;
+    ensure!(uid == "0", "logged in as uid {uid:?}, not root");
+    let release = m.exec_ok("cat /etc/walden-release")?;
     ensure!(
-        said.contains("logged-in-as-root-on-walden-mini"),
-        "ssh as root onto the host failed: {}",
-        said.lines().take(3).collect::<Vec<_>>().join(" | ")
+        release
+            .lines()
+            .any(|l| l.trim() == format!("VERSION={}", a.version)),
+        "/etc/walden-release says {release:?}, booted {}",
+        a.version
+    );
+    // A failing command is the command's failure, with its own status and
+    // stderr, not ssh's.
+    let out = m.exec("echo not-here >&2; exit 3")?;
+    ensure!(
+        out.status == 3 && out.stderr.trim() == "not-here" && out.stdout.is_empty(),
+        "exec of a failing command: {out:?}"
+    );
+    let err = m
+        .exec_ok("false")
+        .err()
+        .context("exec_ok(\"false\") passed")?;
+    ensure!(
+        err.to_string().contains("`false` on the host exited 1"),
+        "{err}"
+    );
+    let admin = m
+        .admin_ssh()
+        .context("the machine has no admin ssh")?
+        .clone();
+    let keys = m.exec_ok("cat /root/.ssh/authorized_keys")?;
+    ensure!(
+        keys.contains("admin@laptop") && keys.contains(&admin.public_key),
+        "root's authorized_keys lacks the scenario's or the harness's key:\n{keys}"
     );
     let sshd = s.services.iter().find(|v| v.name == "sshd");
     ensure!(
@@ -196,26 +200,39 @@ fn etc_and_a_host_toml_change_survive_a_reboot_once() -> anyhow::Result<()> {
         recorded.contains("recorded config generation 1-"),
         "config-generation: {recorded}"
     );
+    m.check_console()?;
     power_off(&mut m)?;
-    drop(m);
 
     // Written by walden into /etc, so on the config disk's upper layer.
+    let img = m.config_disk_image();
     ensure!(read(&img, "/etc/hostname")? == "walden-mini\n");
     let key = read(&img, "/etc/ssh/ssh_host_ed25519_key.pub")?;
     ensure!(key.starts_with("ssh-ed25519 "), "host key: {key}");
     ensure!(read(&img, "/.walden/generations/last-good")?.starts_with("1-"));
 
-    put(&env, &img, "/host.toml", &host_toml("walden-two"))?;
-    let mut m = boot(&env, &img)?;
+    // A new host.toml written offline (still letting the admin in), then
+    // the same machine powered on again.
+    put(
+        &env,
+        &img,
+        "/host.toml",
+        &admin.merge_into(&host_toml("walden-two"))?,
+    )?;
+    m.restart()?;
     let s = boot_ready(&mut m)?;
     ensure!(detail(&s, "hostname")?.contains("walden-two"));
+    let name = on_host(&mut m, "hostname")?;
+    ensure!(
+        name == "walden-two",
+        "hostname over ssh after the change: {name:?}"
+    );
     let recorded = detail(&s, "config-generation")?;
     ensure!(
         recorded.contains("recorded config generation 2-"),
         "config-generation: {recorded}"
     );
+    m.check_console()?;
     power_off(&mut m)?;
-    drop(m);
     ensure!(read(&img, "/etc/hostname")? == "walden-two\n");
     ensure!(
         read(&img, "/etc/ssh/ssh_host_ed25519_key.pub")? == key,

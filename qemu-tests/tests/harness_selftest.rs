@@ -120,3 +120,106 @@ fn tiny_guest_boots_to_its_marker_and_powers_off_on_the_button() -> anyhow::Resu
     assert!(exit.success(), "QEMU exited with {exit}");
     Ok(())
 }
+
+/// The tiny guest's UEFI disk (`TinyGuest::uefi`: OVMF -> GRUB from the
+/// EFI system partition -> the kernel) on plain QEMU with OVMF: the asset
+/// works before a scenario nests it in the image.
+#[test]
+fn tiny_uefi_guest_boots_through_ovmf_and_grub() -> anyhow::Result<()> {
+    use qemu_tests::guest_assets::{cmdline, TinyGuestAssets};
+    use qemu_tests::{expect, Firmware};
+    let Some(env) = TestEnv::with_image("tiny_uefi_guest_boots_through_ovmf_and_grub")? else {
+        return Ok(());
+    };
+    let assets = TinyGuestAssets::build(env.artifacts()?, env.dir())?;
+    let disk = env.dir().join("uefi-selftest.img");
+    assets.uefi_disk(&cmdline("uefi-selftest", ""), &disk)?;
+    let mut m = env
+        .machine()
+        .memory_mib(512)
+        .firmware(Firmware::Uefi)
+        .extra_args([
+            "-drive".to_string(),
+            format!("file={},format=raw,if=virtio,readonly=on", disk.display()),
+        ])
+        .no_reboot()
+        .fail_on("GUEST-WARN")
+        .start()?;
+    m.wait_for_console(&expect::guest_up("uefi-selftest"), Duration::from_secs(120))?;
+    m.powerdown()?;
+    m.wait_for_console(
+        &expect::guest_down("uefi-selftest"),
+        Duration::from_secs(30),
+    )?;
+    Ok(())
+}
+
+/// A fake kernel oops for the console checks: the kernel prints its
+/// command line at boot (without `quiet`; twice: "Command line:" and
+/// "Kernel command line:"), so a word on it is a console line. Dotted, so
+/// the kernel hands it to no one.
+const FAKE_OOPS: &str = "qemu-tests.fake=Oops:";
+
+/// The tiny guest booted with [`FAKE_OOPS`] on its command line, to its
+/// marker and off again; `allow` is passed to `allow_console`, and with
+/// `check` the scenario calls `check_console()` itself and must see it fail.
+fn tiny_guest_with_a_fake_oops(name: &str, allow: Option<&str>, check: bool) -> anyhow::Result<()> {
+    use qemu_tests::guest_assets::TinyGuestAssets;
+    use qemu_tests::{expect, DirectKernel};
+    let Some(env) = TestEnv::with_image(name)? else {
+        return Ok(());
+    };
+    let assets = TinyGuestAssets::build(env.artifacts()?, env.dir())?;
+    let mut builder = env
+        .machine()
+        .memory_mib(128)
+        .direct_kernel(DirectKernel {
+            kernel: assets.kernel.clone(),
+            initrd: assets.initrd.clone(),
+            append: format!("console=ttyS0 panic=-1 walden.guest={name} {FAKE_OOPS}"),
+        })
+        .no_reboot();
+    if let Some(pattern) = allow {
+        builder = builder.allow_console(pattern);
+    }
+    let mut m = builder.start()?;
+    m.wait_for_console(&expect::guest_up(name), Duration::from_secs(60))?;
+    if check {
+        let err = m
+            .check_console()
+            .expect_err("check_console() passed a console with an Oops line");
+        let msg = err.to_string();
+        anyhow::ensure!(
+            msg.contains("[kernel oops]") && msg.contains(FAKE_OOPS),
+            "{msg}"
+        );
+        // Reported once: the same lines do not fail the scenario again.
+        m.check_console()?;
+    }
+    m.powerdown()?;
+    m.wait_exit(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// The console checks fail a scenario that passed when its console had an
+/// `Oops` line, pass it when the scenario allows the line, and report an
+/// explicit check_console() once.
+#[test]
+fn console_checks_fail_a_passing_scenario_on_an_oops_line_unless_allowed() -> anyhow::Result<()> {
+    let unchecked = qemu_tests::retry_on_soft_lockup(|| {
+        tiny_guest_with_a_fake_oops("harness_console_check_oops", None, false)
+    });
+    let msg = unchecked.err().map(|e| e.to_string()).unwrap_or_default();
+    anyhow::ensure!(
+        msg.contains("line(s) of trouble")
+            && msg.contains("[kernel oops]")
+            && msg.contains(FAKE_OOPS),
+        "a scenario with an Oops line on its console passed: {msg:?}"
+    );
+    qemu_tests::retry_on_soft_lockup(|| {
+        tiny_guest_with_a_fake_oops("harness_console_check_oops_allowed", Some(FAKE_OOPS), false)
+    })?;
+    qemu_tests::retry_on_soft_lockup(|| {
+        tiny_guest_with_a_fake_oops("harness_console_check_oops_checked", None, true)
+    })
+}

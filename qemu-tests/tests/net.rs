@@ -11,7 +11,10 @@
 //!
 //! The second scenario boots the image itself with three NICs, two of them
 //! bonded under a VLAN-aware bridge, and reads the layout back from
-//! `walden status --json`, before and after a power cycle.
+//! `walden status --json` and, over ssh through the harness's admin NIC
+//! (a fourth NIC on a user net of its own, which the layout does not
+//! touch), from the kernel itself (`ip -j -d link show`, `bridge -j vlan
+//! show`), before and after a power cycle.
 
 mod common;
 
@@ -21,7 +24,7 @@ use qemu_tests::artifacts::repo_root;
 use qemu_tests::control::ControlChannel;
 use qemu_tests::initramfs::Initramfs;
 use qemu_tests::kernel_vm::{add_modules, cargo_test_build, kernel_release, modules_dir};
-use qemu_tests::{expect, ConfigDisk, DirectKernel, Firmware, Status, TestEnv};
+use qemu_tests::{expect, ConfigDisk, DirectKernel, Firmware, Machine, Status, TestEnv};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -313,6 +316,7 @@ fn bonded_nics_under_a_vlan_bridge_come_up_and_survive_a_power_cycle_once() -> a
         .firmware(Firmware::Bios)
         .config_disk(ConfigDisk::from_dir(config.path()))
         .extra_args(THREE_NICS.iter().copied())
+        .admin_ssh()
         .start()?;
     for run in ["first boot", "after a power cycle"] {
         let booted = Instant::now();
@@ -320,13 +324,20 @@ fn bonded_nics_under_a_vlan_bridge_come_up_and_survive_a_power_cycle_once() -> a
         let (status, raw) = status_json(&env)?;
         eprintln!("{run}: {line} (console wait {:.1?})", booted.elapsed());
         eprintln!("{run}: network {}", raw["network"]);
-        assert_status_ready(&status, &a.version)?;
-        let failed = status.failed_steps();
-        ensure!(failed.is_empty(), "{run}: failed steps: {failed:?}");
+        assert_status_ready(&status, &a.version, &[]).with_context(|| run.to_string())?;
         assert_bonded_layout(&raw).with_context(|| format!("{run}: network {}", raw["network"]))?;
         let lease = wait_for_dhcp_lease(&env, "br0", "10.0.2.15/")
             .with_context(|| format!("{run}: br0 got no DHCP lease from QEMU"))?;
         eprintln!("{run}: br0 has {lease}");
+        // The same layout as the kernel itself reports it, read from
+        // outside as an admin would, not through walden.
+        assert_kernel_layout(&mut m).with_context(|| {
+            format!(
+                "{run}: the kernel's view over ssh (exec log {})",
+                m.exec_log().display()
+            )
+        })?;
+        m.check_console()?;
         if run == "first boot" {
             m.restart()?;
         }
@@ -440,5 +451,191 @@ fn assert_bonded_layout(raw: &Value) -> anyhow::Result<()> {
         "storage vlans {}",
         storage["vlans"]
     );
+    Ok(())
+}
+
+/// `command`'s stdout on the host, parsed as JSON.
+fn json_on_host(m: &mut Machine, command: &str) -> anyhow::Result<Value> {
+    let out = m.exec_ok(command)?;
+    serde_json::from_str(&out).with_context(|| format!("`{command}` printed no JSON: {out}"))
+}
+
+/// The entry of `list` (an `ip -j`/`bridge -j` array) whose `ifname` is `name`.
+fn ifname<'a>(list: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
+    list.as_array()
+        .context("not a JSON array")?
+        .iter()
+        .find(|l| l["ifname"] == name)
+        .with_context(|| format!("no interface {name}"))
+}
+
+/// A bridge port's VLANs from `bridge -j vlan show`: (id, pvid, untagged).
+fn port_vlans(vlans: &Value, port: &str) -> anyhow::Result<Vec<(u64, bool, bool)>> {
+    let entry = ifname(vlans, port).with_context(|| format!("bridge vlan show: {vlans}"))?;
+    let list = entry["vlans"]
+        .as_array()
+        .with_context(|| format!("{port} has no vlans list: {entry}"))?;
+    list.iter()
+        .map(|v| {
+            let id = v["vlan"].as_u64().with_context(|| format!("{port}: {v}"))?;
+            let flags = strings(&v["flags"]);
+            Ok((
+                id,
+                flags.iter().any(|f| f == "PVID"),
+                flags.iter().any(|f| f == "Egress Untagged"),
+            ))
+        })
+        .collect()
+}
+
+/// What the kernel must report for [`BONDED_HOST_TOML`]: the NICs renamed
+/// and enslaved to an active-backup bond, the bond a port of the
+/// VLAN-filtering bridge with VLAN 1 untagged and 20 tagged, the bridge
+/// itself in VLAN 20 too, VLAN interface `storage` on it with its address.
+fn assert_kernel_layout(m: &mut Machine) -> anyhow::Result<()> {
+    let links = json_on_host(m, "ip -j -d link show")?;
+    let vlans = json_on_host(m, "bridge -j vlan show")?;
+    let addrs = json_on_host(m, "ip -j addr show dev storage")?;
+    check_kernel_layout(&links, &vlans, &addrs)
+}
+
+/// [`assert_kernel_layout`] on the three commands' parsed output.
+fn check_kernel_layout(links: &Value, vlans: &Value, addrs: &Value) -> anyhow::Result<()> {
+    let kind = |l: &Value| {
+        l["linkinfo"]["info_kind"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    for nic in ["uplink0", "uplink1"] {
+        let l = ifname(links, nic)?;
+        ensure!(
+            l["master"] == "bond0" && l["linkinfo"]["info_slave_kind"] == "bond",
+            "{nic} is not a bond0 member: {l}"
+        );
+    }
+    let spare = ifname(links, "spare0")?;
+    ensure!(spare["master"].is_null(), "spare0 is enslaved: {spare}");
+    let bond = ifname(links, "bond0")?;
+    ensure!(kind(bond) == "bond", "bond0 is a {:?}: {bond}", kind(bond));
+    let data = &bond["linkinfo"]["info_data"];
+    ensure!(
+        data["mode"] == "active-backup",
+        "bond0 mode {}",
+        data["mode"]
+    );
+    ensure!(data["miimon"] == 100, "bond0 miimon {}", data["miimon"]);
+    ensure!(
+        bond["master"] == "br0",
+        "bond0 is not a port of br0: {bond}"
+    );
+    let br = ifname(links, "br0")?;
+    ensure!(kind(br) == "bridge", "br0 is a {:?}: {br}", kind(br));
+    ensure!(
+        br["linkinfo"]["info_data"]["vlan_filtering"] == 1,
+        "br0 does not filter VLANs: {}",
+        br["linkinfo"]["info_data"]
+    );
+    let storage = ifname(links, "storage")?;
+    ensure!(
+        kind(storage) == "vlan",
+        "storage is a {:?}: {storage}",
+        kind(storage)
+    );
+    ensure!(
+        storage["link"] == "br0" && storage["linkinfo"]["info_data"]["id"] == 20,
+        "storage is not VLAN 20 on br0: {storage}"
+    );
+    for name in ["uplink0", "uplink1", "bond0", "br0", "storage"] {
+        let l = ifname(links, name)?;
+        ensure!(
+            strings(&l["flags"]).iter().any(|f| f == "UP"),
+            "{name} is not up: {}",
+            l["flags"]
+        );
+    }
+
+    let mut bond_vlans = port_vlans(vlans, "bond0")?;
+    bond_vlans.sort();
+    ensure!(
+        bond_vlans == [(1, true, true), (20, false, false)],
+        "bond0 on br0 has VLANs (id, pvid, untagged) {bond_vlans:?}, not 1 untagged + 20 tagged"
+    );
+    let br_vlans = port_vlans(vlans, "br0")?;
+    ensure!(
+        br_vlans.contains(&(1, true, true)) && br_vlans.contains(&(20, false, false)),
+        "br0 itself has VLANs (id, pvid, untagged) {br_vlans:?}, not 1 untagged + 20 tagged"
+    );
+
+    let storage_addrs: Vec<String> = ifname(addrs, "storage")?["addr_info"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| format!("{}/{}", i["local"].as_str().unwrap_or("?"), i["prefixlen"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        storage_addrs.contains(&"10.20.0.11/24".to_string()),
+        "storage has addresses {storage_addrs:?}"
+    );
+    Ok(())
+}
+
+/// The kernel-view check passes what the image's kernel reported for
+/// [`BONDED_HOST_TOML`] (recorded from a run's exec.log into
+/// test_data/net/) and fails each thing it guards when broken.
+#[test]
+fn kernel_layout_check_passes_the_recorded_layout_and_fails_broken_ones() -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/net");
+    let load = |f: &str| -> anyhow::Result<Value> {
+        let path = dir.join(f);
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let (links, vlans, addrs) = (
+        load("ip-link.json")?,
+        load("bridge-vlan.json")?,
+        load("ip-addr-storage.json")?,
+    );
+    check_kernel_layout(&links, &vlans, &addrs)?;
+
+    fn find<'a>(list: &'a mut Value, name: &str) -> &'a mut Value {
+        list.as_array_mut()
+            .and_then(|a| a.iter_mut().find(|l| l["ifname"] == name))
+            .unwrap_or_else(|| panic!("fixture has no {name}"))
+    }
+    type Break = fn(&mut Value, &mut Value, &mut Value);
+    let breaks: [(&str, Break); 7] = [
+        ("uplink1 out of the bond", |l, _, _| {
+            find(l, "uplink1")["master"] = Value::Null
+        }),
+        ("bond in 802.3ad", |l, _, _| {
+            find(l, "bond0")["linkinfo"]["info_data"]["mode"] = "802.3ad".into()
+        }),
+        ("no VLAN filtering", |l, _, _| {
+            find(l, "br0")["linkinfo"]["info_data"]["vlan_filtering"] = 0.into()
+        }),
+        ("storage on VLAN 30", |l, _, _| {
+            find(l, "storage")["linkinfo"]["info_data"]["id"] = 30.into()
+        }),
+        ("bond0 down", |l, _, _| {
+            find(l, "bond0")["flags"] = serde_json::json!(["BROADCAST", "MASTER"])
+        }),
+        ("VLAN 20 untagged on the bond", |_, v, _| {
+            find(v, "bond0")["vlans"][1]["flags"] = serde_json::json!(["Egress Untagged"])
+        }),
+        ("storage without its address", |_, _, a| {
+            find(a, "storage")["addr_info"] = serde_json::json!([])
+        }),
+    ];
+    for (what, break_it) in breaks {
+        let (mut l, mut v, mut a) = (links.clone(), vlans.clone(), addrs.clone());
+        break_it(&mut l, &mut v, &mut a);
+        ensure!(
+            check_kernel_layout(&l, &v, &a).is_err(),
+            "the kernel-view check passed a layout with {what}"
+        );
+    }
     Ok(())
 }

@@ -2,12 +2,13 @@
 //!
 //! | parameter | meaning |
 //! |---|---|
-//! | `walden.media=SPEC` | boot media: `LABEL=..`, `UUID=..` or `/dev/..` (default `LABEL=WALDEN-BOOT`) |
+//! | `walden.media=SPEC` | boot media: `LABEL=..`, `UUID=..`, `PARTUUID=..` or `/dev/..` (default `LABEL=WALDEN-BOOT`) |
 //! | `walden.version=V` | boot `images/V/` (GRUB always passes it; without it the newest version is booted) |
 //! | `walden.toram` | copy root.squashfs into RAM before mounting it |
 //! | `walden.config=SPEC` | config disk (read by stage 2; stage 1 only validates it) |
 //! | `walden.wait=SECS` | how long to wait for late boot media (default 20) |
 //! | `walden.shell` | stop in the emergency shell before switching root (debugging) |
+//! | `walden.rescue` | a root shell on every console instead of the status screen (read by stage 2) |
 //! | `walden.vfio=ADDR,ID,...` | devices to bind to vfio-pci before coldplug (read by stage 2, `crate::vfio`) |
 //!
 //! Unknown `walden.*` parameters are kept in [`Cmdline::unknown`] so stage 1
@@ -31,28 +32,32 @@ pub enum DeviceSpec {
     Label(String),
     /// File-system UUID as blkid prints it (case-insensitive).
     Uuid(String),
+    /// Partition UUID (GPT unique GUID, or `SSSSSSSS-NN` on MBR), lower case.
+    PartUuid(String),
     /// A device node such as `/dev/vda1`.
     Path(PathBuf),
 }
 
 impl DeviceSpec {
-    /// Parse `LABEL=..`, `UUID=..` or an absolute /dev path.
+    /// Parse `LABEL=..`, `UUID=..`, `PARTUUID=..` or an absolute /dev path.
     pub fn parse(value: &str) -> Result<Self, String> {
         if let Some(l) = value.strip_prefix("LABEL=") {
             non_empty(l).map(|l| DeviceSpec::Label(l.to_string()))
+        } else if let Some(u) = value.strip_prefix("PARTUUID=") {
+            non_empty(u).map(|u| DeviceSpec::PartUuid(u.to_ascii_lowercase()))
         } else if let Some(u) = value.strip_prefix("UUID=") {
             non_empty(u).map(|u| DeviceSpec::Uuid(u.to_ascii_lowercase()))
         } else if value.starts_with("/dev/") && value.len() > 5 {
             Ok(DeviceSpec::Path(PathBuf::from(value)))
         } else {
-            Err("expected LABEL=NAME, UUID=ID or /dev/NAME".to_string())
+            Err("expected LABEL=NAME, UUID=ID, PARTUUID=ID or /dev/NAME".to_string())
         }
     }
 }
 
 fn non_empty(s: &str) -> Result<&str, String> {
     if s.is_empty() {
-        Err("empty value; expected LABEL=NAME, UUID=ID or /dev/NAME".to_string())
+        Err("empty value; expected LABEL=NAME, UUID=ID, PARTUUID=ID or /dev/NAME".to_string())
     } else {
         Ok(s)
     }
@@ -63,6 +68,7 @@ impl fmt::Display for DeviceSpec {
         match self {
             DeviceSpec::Label(l) => write!(f, "LABEL={l}"),
             DeviceSpec::Uuid(u) => write!(f, "UUID={u}"),
+            DeviceSpec::PartUuid(u) => write!(f, "PARTUUID={u}"),
             DeviceSpec::Path(p) => write!(f, "{}", p.display()),
         }
     }
@@ -83,6 +89,8 @@ pub struct Cmdline {
     pub wait: Duration,
     /// Drop to the emergency shell instead of switching root.
     pub shell: bool,
+    /// Root shells on the consoles instead of the status screen (stage 2).
+    pub rescue: bool,
     /// `walden.*` parameters this parser does not know.
     pub unknown: Vec<String>,
 }
@@ -96,6 +104,7 @@ impl Default for Cmdline {
             config: None,
             wait: DEFAULT_WAIT,
             shell: false,
+            rescue: false,
             unknown: Vec::new(),
         }
     }
@@ -131,6 +140,7 @@ impl Cmdline {
                 ("toram", None) | ("toram", Some("1" | "yes" | "true")) => out.toram = true,
                 ("toram", Some("0" | "no" | "false")) => out.toram = false,
                 ("shell", None) | ("shell", Some("1" | "yes" | "true")) => out.shell = true,
+                ("rescue", None) | ("rescue", Some("1" | "yes" | "true")) => out.rescue = true,
                 // Stage 2's business: crate::vfio parses and validates it.
                 ("vfio", Some(_)) => {}
                 ("media" | "config" | "version" | "wait", None) => {
@@ -183,6 +193,22 @@ mod tests {
         assert_eq!(c.config, Some(DeviceSpec::Label("MYCONF".into())));
         assert_eq!(c.wait, Duration::from_secs(45));
         assert_eq!(c.unknown, vec!["walden.colour=red".to_string()]);
+    }
+
+    #[test]
+    fn config_and_media_by_partuuid() {
+        let c = Cmdline::parse(
+            "walden.config=PARTUUID=1A2B3C4D-0000-4000-8000-00000000000A walden.media=PARTUUID=deadbeef-01",
+        )
+        .unwrap();
+        assert_eq!(
+            c.config,
+            Some(DeviceSpec::PartUuid(
+                "1a2b3c4d-0000-4000-8000-00000000000a".into()
+            ))
+        );
+        assert_eq!(c.media.to_string(), "PARTUUID=deadbeef-01");
+        assert!(Cmdline::parse("walden.config=PARTUUID=").is_err());
     }
 
     #[test]

@@ -64,7 +64,8 @@ impl Probe {
                 .uuid
                 .as_deref()
                 .is_some_and(|x| x.eq_ignore_ascii_case(u)),
-            DeviceSpec::Path(_) => true,
+            // Matched on the partition table before probing (see `scan`).
+            DeviceSpec::Path(_) | DeviceSpec::PartUuid(_) => true,
         }
     }
 }
@@ -281,11 +282,22 @@ pub fn scan(sys: &Path, dev: &Path, spec: &DeviceSpec) -> (Option<Found>, Vec<St
     let mut seen = Vec::new();
     for name in block_names(sys) {
         let node = dev.join(&name);
-        if let DeviceSpec::Path(p) = spec {
-            if p.file_name() != node.file_name() {
+        match spec {
+            DeviceSpec::Path(p) if p.file_name() != node.file_name() => {
                 seen.push(name);
                 continue;
             }
+            DeviceSpec::PartUuid(want) => {
+                let have = super::partition::partuuid_of(sys, dev, &name);
+                if have.as_deref() != Some(want.as_str()) {
+                    seen.push(match have {
+                        Some(u) => format!("{name} (PARTUUID={u})"),
+                        None => format!("{name} (no PARTUUID)"),
+                    });
+                    continue;
+                }
+            }
+            _ => {}
         }
         let result = File::open(&node).and_then(|mut f| probe(&mut f));
         match result {

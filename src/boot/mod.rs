@@ -47,6 +47,7 @@ pub mod manifest;
 pub mod media;
 pub mod modules;
 pub mod mount;
+pub mod partition;
 pub mod persist;
 #[allow(dead_code)]
 pub mod record;

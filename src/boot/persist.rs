@@ -106,6 +106,9 @@ pub const SSH_HOST_KEYS: &[(&str, &str)] = &[
     ("ecdsa", "ssh_host_ecdsa_key"),
 ];
 
+/// OpenSSH's key generator.
+pub const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
+
 /// How long one ssh-keygen may run. It takes well under a second, unless
 /// the kernel's random pool is not initialised yet: getrandom() then blocks.
 const KEYGEN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -135,7 +138,7 @@ pub fn ssh_host_keys(root: &Path) -> Option<String> {
 
 /// [`ssh_host_keys`], each ssh-keygen killed after `limit`.
 fn ssh_host_keys_within(root: &Path, limit: Duration) -> Option<String> {
-    let keygen = root.join("usr/bin/ssh-keygen");
+    let keygen = root.join(SSH_KEYGEN.trim_start_matches('/'));
     if !keygen.exists() {
         return None;
     }

@@ -5,6 +5,7 @@
 //! through for a machine.
 
 pub(crate) mod render;
+pub mod screen;
 
 use crate::control::{Request, Response};
 use std::io::{BufRead, BufReader, Write};

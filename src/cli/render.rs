@@ -54,6 +54,10 @@ pub fn status(s: &Status) -> String {
             &rows,
         );
     }
+    if !s.guests.is_empty() {
+        out.push('\n');
+        out.push_str(&crate::guests::runtime::cli::render(&s.guests));
+    }
     if !s.network.is_empty() {
         out.push_str("\nnetwork\n");
         out.push_str(&crate::net::status::render(&s.network));
@@ -229,7 +233,22 @@ mod tests {
             last_error: None,
         });
         s.last_error = Some("config failed".into());
+        s.guests.push(crate::guests::runtime::GuestStatus {
+            name: "storage".into(),
+            state: crate::guests::runtime::GuestState::Waiting,
+            pid: None,
+            restarts: 0,
+            last_error: Some("waiting for /srv/data".into()),
+            restart_pending: false,
+            autostart: true,
+            memory: "1GiB".into(),
+            vcpus: 2,
+        });
         let text = status(&s);
+        assert!(
+            text.contains("storage") && text.contains("waiting for /srv/data"),
+            "the guests are listed: {text}"
+        );
         assert!(text.contains("phase ready"), "{text}");
         assert!(text.contains("ready after 812 ms"), "{text}");
         assert!(text.contains("up 65.0 s"), "{text}");

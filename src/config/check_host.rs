@@ -189,6 +189,14 @@ fn check_enslaved(net: &NetworkConfig, src: &Sources) {
         }
     }
     for br in &net.bridges {
+        if !br.vlan_filtering && !br.vlans.is_empty() {
+            src.error(
+                &br.at,
+                "vlans",
+                format!("bridge VLANs need vlan_filtering on {}", br.name.as_str()),
+                "set vlan_filtering = true on the bridge or remove vlans (without filtering the bridge carries every VLAN)",
+            );
+        }
         for p in &br.ports {
             claim(
                 &p.link,
@@ -317,7 +325,9 @@ fn check_vfio(host: &HostConfig, src: &Sources) {
 
 /// Names of the services walden runs itself (exact, or a prefix ending in
 /// `-`): a `[[service]]` by one of these names would clash with them.
-pub const BUILTIN_SERVICES: &[&str] = &["udevd", "virtlogd", "libvirtd", "sshd", "dhcp-", "getty-"];
+pub const BUILTIN_SERVICES: &[&str] = &[
+    "udevd", "virtlogd", "libvirtd", "sshd", "dhcp-", "getty-", "console-",
+];
 
 fn check_services(host: &HostConfig, src: &Sources) {
     let mut index = HashMap::new();

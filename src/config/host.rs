@@ -231,21 +231,38 @@ fn health(t: &Tbl<'_>) -> HealthConfig {
     }
 }
 
+/// Every name of the tz database walden's image carries (see the file's header).
+const TZ_NAMES: &str = include_str!("tz_names.txt");
+
+/// Whether `name` is a zone or link of the tz database.
+pub fn is_time_zone(name: &str) -> bool {
+    tz_names().any(|n| n == name)
+}
+
+/// Every time zone name `timezone` accepts.
+pub fn tz_names() -> impl Iterator<Item = &'static str> {
+    TZ_NAMES
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
 fn timezone(v: &Val<'_>) -> Option<String> {
     let s = v.str()?;
-    let ok = !s.is_empty()
-        && !s.starts_with('/')
-        && !s.split('/').any(|p| p.is_empty() || p == "..")
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c));
-    if ok {
-        Some(s.to_string())
-    } else {
-        v.error(
-            format!("invalid time zone {s:?}"),
-            "use a tz database name, e.g. \"UTC\" or \"Europe/Berlin\"",
-        )
+    if is_time_zone(s) {
+        return Some(s.to_string());
     }
+    // The closest names by edit distance, case-insensitively.
+    let lower = s.to_ascii_lowercase();
+    let mut near: Vec<(usize, &str)> = tz_names()
+        .map(|n| (reader::edit_distance(&lower, &n.to_ascii_lowercase()), n))
+        .filter(|(d, _)| *d <= 3)
+        .collect();
+    near.sort();
+    let hint = match near.first() {
+        Some((_, best)) => format!("did you mean \"{best}\"?"),
+        None => "use a tz database name, e.g. \"UTC\" or \"Europe/Berlin\" (`timedatectl list-timezones` on any Linux machine lists them)".to_string(),
+    };
+    v.error(format!("unknown time zone {s:?}"), &hint)
 }
 
 fn vfio(t: Tbl<'_>) -> Option<VfioDevice> {

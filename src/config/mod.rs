@@ -55,6 +55,7 @@ pub use guest::{
     Boot, CpuConfig, DiskBus, DiskConfig, DiskFormat, DiskSource, Firmware, GuestConfig, GuestPci,
     NicConfig, NicModel, PciRef,
 };
+pub use host::tz_names as time_zones;
 #[allow(unused_imports)]
 pub use host::{
     HealthConfig, HealthFailure, HostConfig, IdSelect, MountConfig, MountSource, SshConfig,

@@ -308,10 +308,15 @@ mod tests {
         let shared = SharedStatus::new(Status::new("standalone"));
         let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let seen = calls.clone();
-        shared.add_refresher(Box::new(move |s| {
+        let refresher = move |s: &mut Status| {
             let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             s.last_error = Some(format!("refresh {n}"));
-        }));
+        };
+        // Set twice under one name (as a step run again on every apply):
+        // one refresher, run once per snapshot.
+        shared.set_refresher("test", Box::new(refresher.clone()));
+        shared.set_refresher("test", Box::new(refresher));
+        assert_eq!(shared.refreshers(), 1);
         for n in 1..=2 {
             let r = answer(r#"{"action":"status"}"#, &Ctl::status_only(shared.clone()));
             let status = r.result.unwrap_or_else(|| Status::new("none"));

@@ -12,6 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 /// How long one qemu-img call may take (create is metadata only).
+/// QEMU's disk image tool (Debian: qemu-utils), found through PATH.
+pub const QEMU_IMG: &str = "qemu-img";
 const QEMU_IMG_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a guest's disks are not ready.
@@ -92,7 +94,7 @@ pub enum DiskError {
 /// line per action taken ("created /x.qcow2 as an overlay of /base.qcow2");
 /// empty when everything existed.
 pub fn prepare(guest: &GuestConfig) -> Result<Vec<String>, DiskError> {
-    prepare_with(guest, Path::new("qemu-img"))
+    prepare_with(guest, Path::new(QEMU_IMG))
 }
 
 /// [`prepare`] with a chosen qemu-img binary.

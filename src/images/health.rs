@@ -251,21 +251,43 @@ fn uptime(proc: &Path) -> Duration {
         .map_or(Duration::ZERO, Duration::from_secs_f64)
 }
 
+/// The "watchdog" step (right after the config is loaded, and again on
+/// every `config apply`): tell PID 1 the `[watchdog] timeout` of host.toml,
+/// which it applies to /dev/watchdog on its next turn.
+pub fn watchdog_step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
+    let wd = b
+        .config
+        .as_ref()
+        .map(|c| c.host.watchdog.clone())
+        .unwrap_or_default();
+    let file = b.paths.run.join(WATCHDOG_TIMEOUT_FILE);
+    let text = format!("{}\n", wd.timeout.as_secs());
+    if std::fs::read_to_string(&file).is_ok_and(|old| old == text) {
+        return Ok(StepOutcome::Done(format!(
+            "timeout {} s (unchanged)",
+            wd.timeout.as_secs()
+        )));
+    }
+    crate::state::atomic::atomic_write(&file, text.as_bytes()).map_err(|e| {
+        StepError::new(format!(
+            "cannot tell PID 1 the watchdog timeout in {}: {e}",
+            file.display()
+        ))
+    })?;
+    Ok(StepOutcome::Done(format!(
+        "timeout {} s published for PID 1",
+        wd.timeout.as_secs()
+    )))
+}
+
 fn health(
     b: &mut BringUp,
     boot: &RefCell<Option<(BootRecord, BootOutcome)>>,
 ) -> Result<StepOutcome, StepError> {
-    let (hc, wd) = match &b.config {
-        Some(c) => (c.host.health.clone(), c.host.watchdog.clone()),
-        None => (Default::default(), Default::default()),
+    let hc = match &b.config {
+        Some(c) => c.host.health.clone(),
+        None => Default::default(),
     };
-    let wd_file = b.paths.run.join(WATCHDOG_TIMEOUT_FILE);
-    if let Err(e) = std::fs::write(&wd_file, format!("{}\n", wd.timeout.as_secs())) {
-        tracing::warn!(
-            "cannot tell PID 1 the watchdog timeout in {}: {e}",
-            wd_file.display()
-        );
-    }
     let on_trial = matches!(boot.borrow().as_ref(), Some((_, BootOutcome::Trial { .. })));
     let left = hc.timeout.saturating_sub(uptime(&b.paths.proc));
     let deadline = Instant::now() + left;

@@ -112,3 +112,23 @@ timeout = "15s"
         assert!(crate::config::from_strs(&text, &[]).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_watchdog_timeout_is_published_from_the_config_and_follows_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = BringUp::for_tests(
+        tmp.path(),
+        "schema = 1\nhostname = \"h\"\n[watchdog]\ntimeout = \"15s\"\n",
+    );
+    std::fs::create_dir_all(&b.paths.run).unwrap();
+    let file = b.paths.run.join(WATCHDOG_TIMEOUT_FILE);
+    assert!(
+        matches!(watchdog_step(&mut b), Ok(StepOutcome::Done(d)) if d.contains("15 s published"))
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "15\n");
+    // `config apply` without [watchdog]: back to the default.
+    b.config = Some(crate::config::from_strs("schema = 1\nhostname = \"h\"\n", &[]).unwrap());
+    watchdog_step(&mut b).unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "60\n");
+    assert!(matches!(watchdog_step(&mut b), Ok(StepOutcome::Done(d)) if d.contains("unchanged")));
+}

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 #[derive(Debug, Subcommand)]
 pub enum NetCommand {
     /// Bring the kernel's network to host.toml's [network] now and print
-    /// what changed (DHCP clients are the supervisor's: they are not started).
+    /// what changed: links, addresses, routes, resolv.conf only (no DHCP
+    /// client, no confirm-or-revert; on an appliance use `walden config apply`).
     Apply {
         /// Config directory holding host.toml.
         #[arg(default_value = "/config")]
@@ -59,13 +60,13 @@ pub fn command(cmd: NetCommand) -> anyhow::Result<u8> {
                 }
                 return Ok(0);
             }
-            let report = super::apply(net, &etc)?;
+            let report = super::apply(net, None, &etc)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 report.changes.iter().for_each(|c| println!("{c}"));
                 if let Some(p) = &report.resolv_conf {
-                    println!("wrote {}", p.display());
+                    println!("updated {}", p.display());
                 }
                 if report.changes.is_empty() && report.resolv_conf.is_none() {
                     println!("nothing to do: the network is as configured");

@@ -27,7 +27,10 @@ pub mod plan;
 pub mod resolv;
 pub mod status;
 pub mod step;
+pub mod undo;
 
+#[cfg(test)]
+mod netns_tests;
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
@@ -68,7 +71,7 @@ impl ApplyReport {
             n => format!("{n} changes: {}", self.changes.join("; ")),
         };
         if let Some(p) = &self.resolv_conf {
-            s.push_str(&format!("; wrote {}", p.display()));
+            s.push_str(&format!("; updated {}", p.display()));
         }
         s
     }
@@ -112,8 +115,17 @@ pub fn plan_now(config: &NetworkConfig) -> Result<Plan, NetError> {
 
 /// Bring the kernel's network to `config`: observe, plan, apply each
 /// operation in order (stopping at the first failure), then write
-/// resolv.conf under `root_etc` when `[network.dns]` is set.
-pub fn apply(config: &NetworkConfig, root_etc: &Path) -> Result<ApplyReport, NetError> {
+/// resolv.conf under `root_etc` when `[network.dns]` is set (and remove
+/// walden's when it no longer is). `previous` is the config this host
+/// applied last, if any: an `mtu` it had and `config` lacks is reset
+/// ([`undo::with_mtu_resets`]).
+pub fn apply(
+    config: &NetworkConfig,
+    previous: Option<&NetworkConfig>,
+    root_etc: &Path,
+) -> Result<ApplyReport, NetError> {
+    let effective = undo::with_mtu_resets(config, previous);
+    let config = &effective;
     let changes = with_netlink(|h| async move {
         let observed = observe::observe(&h).await?;
         let plan = plan::plan(config, &observed)?;

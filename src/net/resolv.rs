@@ -16,8 +16,7 @@ pub fn render(dns: &DnsConfig) -> Option<String> {
     if dns.servers.is_empty() && dns.search.is_empty() {
         return None;
     }
-    let mut out =
-        String::from("# Written by walden from host.toml [network.dns]; edit that instead.\n");
+    let mut out = format!("{HEADER}; edit that instead.\n");
     if !dns.search.is_empty() {
         out.push_str(&format!("search {}\n", dns.search.join(" ")));
     }
@@ -33,13 +32,26 @@ pub fn render(dns: &DnsConfig) -> Option<String> {
     Some(out)
 }
 
+/// First line of the file walden writes: how it knows the file is its own.
+const HEADER: &str = "# Written by walden from host.toml [network.dns]";
+
 /// Write resolv.conf under `etc` when the config sets DNS and the file
-/// differs. Returns the path when it wrote.
+/// differs. Returns the path when it wrote. Without DNS in the config a
+/// resolv.conf walden wrote earlier is removed (the DHCP client, no longer
+/// told to leave it alone, writes its own); any other file is left alone.
 pub fn write(dns: &DnsConfig, etc: &Path) -> Result<Option<PathBuf>, NetError> {
+    let path = etc.join("resolv.conf");
     let Some(text) = render(dns) else {
+        let ours = std::fs::read_to_string(&path).is_ok_and(|old| old.starts_with(HEADER));
+        if ours {
+            std::fs::remove_file(&path).map_err(|source| NetError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(Some(path));
+        }
         return Ok(None);
     };
-    let path = etc.join("resolv.conf");
     if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
         return Ok(None);
     }
@@ -129,7 +141,21 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("resolv.conf")]);
+    }
+
+    #[test]
+    fn dns_taken_out_of_the_config_removes_only_walden_s_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("resolv.conf");
+        write(&dns(&["192.0.2.1"], &[]), tmp.path()).unwrap();
+        assert_eq!(
+            write(&DnsConfig::default(), tmp.path()).unwrap(),
+            Some(path.clone())
+        );
+        assert!(!path.exists(), "walden's resolv.conf is gone");
+        std::fs::write(&path, "nameserver 10.0.2.3\n").unwrap();
         assert_eq!(write(&DnsConfig::default(), tmp.path()).unwrap(), None);
+        assert!(path.exists(), "a DHCP client's resolv.conf stays");
     }
 
     #[test]

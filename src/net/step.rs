@@ -11,7 +11,9 @@ pub fn network_step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
     };
     let net = &config.host.network;
     let etc = b.paths.root.join("etc");
-    let report = super::apply(net, &etc).map_err(|e| StepError::new(e.to_string()))?;
+    let report = super::apply(net, b.network_applied.as_ref(), &etc)
+        .map_err(|e| StepError::new(e.to_string()))?;
+    b.network_applied = Some(net.clone());
     let mut detail = report.summary();
     match super::status(net) {
         Ok(links) => b.supervisor.status().lock().network = links,
@@ -19,11 +21,14 @@ pub fn network_step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
     }
     // Status shows the links as they are when asked (DHCP leases arrive later).
     let live = net.clone();
-    b.supervisor.status().add_refresher(Box::new(move |s| {
-        if let Ok(links) = super::status(&live) {
-            s.network = links;
-        }
-    }));
+    b.supervisor.status().set_refresher(
+        "network",
+        Box::new(move |s| {
+            if let Ok(links) = super::status(&live) {
+                s.network = links;
+            }
+        }),
+    );
     let dhcp = super::dhcp_services(net);
     if !dhcp.is_empty() {
         let client = b

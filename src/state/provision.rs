@@ -12,6 +12,13 @@ use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// util-linux's scriptable partitioner (Debian: fdisk).
+pub const SFDISK: &str = "sfdisk";
+/// util-linux's partition table tool (tells the kernel about partitions).
+pub const PARTX: &str = "partx";
+/// e2fsprogs' ext4 maker.
+pub const MKFS_EXT4: &str = "mkfs.ext4";
+
 /// The label the appliance looks for.
 pub const LABEL: &str = crate::supervisor::appliance::CONFIG_LABEL;
 
@@ -115,6 +122,18 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<(), ProvisionError> {
     Ok(())
 }
 
+/// Wait until `path` exists, at most `limit`; whether it does.
+fn wait_for(path: &Path, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while !path.exists() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    true
+}
+
 /// The first partition's node: sda -> sda1, nvme0n1 -> nvme0n1p1.
 pub fn first_partition(device: &Path) -> PathBuf {
     let s = device.display().to_string();
@@ -164,23 +183,23 @@ pub fn provision(
     use std::os::unix::fs::FileTypeExt;
     let target = if meta.file_type().is_block_device() {
         run(
-            Command::new("sfdisk")
-                .arg("--wipe")
-                .arg("always")
-                .arg(device),
+            Command::new(SFDISK).arg("--wipe").arg("always").arg(device),
             Some("label: gpt\n,,L\n"),
         )?;
-        // Wait (bounded) for the kernel/udev to create the partition node.
+        // Wait (bounded) for the kernel to create the partition node.
+        // sfdisk asks it to re-read the table (BLKRRPART); some kernels
+        // ignore that for some devices (loop devices on 6.18), so after a
+        // short wait the partition is added explicitly (partx, BLKPG).
         let part = first_partition(device);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !part.exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        if !wait_for(&part, std::time::Duration::from_secs(2)) {
+            run(Command::new(PARTX).arg("--add").arg(device), None)?;
+            wait_for(&part, std::time::Duration::from_secs(10));
         }
         part
     } else {
         device.to_path_buf()
     };
-    let mut mkfs = Command::new("mkfs.ext4");
+    let mut mkfs = Command::new(MKFS_EXT4);
     mkfs.args(["-q", "-F", "-L", LABEL]);
     if let Some(dir) = from {
         mkfs.arg("-d").arg(dir);

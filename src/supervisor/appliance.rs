@@ -22,6 +22,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// util-linux's getty (the console login of `walden.rescue`).
+pub const AGETTY: &str = "/sbin/agetty";
+/// e2fsprogs' checker, run before the config disk is mounted.
+pub const E2FSCK: &str = "e2fsck";
+/// Longest e2fsck of the config disk may take (a small disk: seconds).
+const E2FSCK_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Label of the config disk unless `walden.config=` names another.
 pub const CONFIG_LABEL: &str = "WALDEN-CONFIG";
 /// How long to look for a late config disk (USB) before giving up.
@@ -53,6 +60,8 @@ pub fn steps(mode: Mode) -> Vec<Step> {
     steps.push(config_state.load_step());
     if mode == Mode::Pid1 {
         steps.push(Step::new("hostname", hostname));
+        // [watchdog] timeout from the config on, not only at the end.
+        steps.push(Step::new("watchdog", crate::images::health::watchdog_step));
         steps.push(Step::new("host-files", super::host_files::step));
         steps.push(Step::new("consoles", consoles));
         // virtlogd + libvirtd join the services below (issue 7).
@@ -275,25 +284,33 @@ fn config_disk(b: &mut BringUp) -> Result<StepOutcome, StepError> {
 }
 
 /// `e2fsck -p`: repair what is safe to repair, and say what happened.
+/// Bounded: a check that does not end in [`E2FSCK_TIMEOUT`] is killed and
+/// the disk mounted anyway (the detail says so).
 fn fsck(dev: &Path) -> String {
-    match Command::new("e2fsck").arg("-p").arg(dev).output() {
+    let mut cmd = Command::new(E2FSCK);
+    cmd.arg("-p").arg(dev);
+    match crate::command::run(&mut cmd, E2FSCK_TIMEOUT) {
         Ok(out) => match out.status.code() {
             Some(0) => "file system clean".into(),
-            Some(1 | 2) => format!(
-                "e2fsck repaired the file system: {}",
-                String::from_utf8_lossy(&out.stdout).trim()
-            ),
+            Some(1 | 2) => format!("e2fsck repaired the file system: {}", out.stdout.trim()),
             code => {
                 let msg = format!(
                     "e2fsck -p {} exited with {code:?}: {}; mounting anyway, run e2fsck by hand",
                     dev.display(),
-                    String::from_utf8_lossy(&out.stdout).trim()
+                    out.stdout.trim()
                 );
                 tracing::warn!("{msg}");
                 msg
             }
         },
-        Err(e) => format!("e2fsck not run: {e}"),
+        Err(e) => {
+            let msg = format!(
+                "e2fsck -p {} not finished: {e}; mounting anyway",
+                dev.display()
+            );
+            tracing::warn!("{msg}");
+            msg
+        }
     }
 }
 
@@ -318,34 +335,62 @@ fn hostname(b: &mut BringUp) -> Result<StepOutcome, StepError> {
     Ok(StepOutcome::Done(name))
 }
 
-/// A login prompt on every console the kernel was given (`console=`).
+/// What every console the kernel was given (`console=`) shows: walden's
+/// status screen (root has no password, so a login prompt would be a dead
+/// end), or with `walden.rescue` on the kernel command line a root shell
+/// (agetty logging root in without a password: only someone at the console,
+/// who could edit the boot menu anyway, gets it).
 fn consoles(b: &mut BringUp) -> Result<StepOutcome, StepError> {
-    let agetty = "/sbin/agetty";
-    if !b.paths.root.join(agetty.trim_start_matches('/')).exists() {
-        return Ok(StepOutcome::Skipped(format!(
-            "{agetty} is not in this root"
+    let cmdline = std::fs::read_to_string(b.paths.proc.join("cmdline")).unwrap_or_default();
+    let rescue = Cmdline::parse(&cmdline).is_ok_and(|c| c.rescue);
+    if rescue && !b.paths.root.join(AGETTY.trim_start_matches('/')).exists() {
+        return Err(StepError::new(format!(
+            "walden.rescue asks for a root shell, but {AGETTY} is not in this root"
         )));
     }
-    let cmdline = std::fs::read_to_string(b.paths.proc.join("cmdline")).unwrap_or_default();
-    let ttys = console_ttys(&cmdline);
-    for (tty, baud) in &ttys {
-        let mut spec = ServiceSpec::new(format!("getty-{tty}"), &[agetty]);
-        spec.argv = vec![
-            agetty.into(),
-            "-L".into(),
-            baud.clone(),
-            tty.clone(),
-            "vt100".into(),
-        ];
-        b.services.push(spec);
-    }
-    Ok(StepOutcome::Done(format!(
-        "login on {}",
-        ttys.iter()
-            .map(|t| t.0.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )))
+    let walden = std::env::current_exe().unwrap_or_else(|_| WALDEN.into());
+    let specs = console_services(&cmdline, rescue, &walden);
+    let ttys: Vec<String> = console_ttys(&cmdline).into_iter().map(|t| t.0).collect();
+    b.services.extend(specs);
+    Ok(StepOutcome::Done(if rescue {
+        format!("walden.rescue: root shell on {}", ttys.join(", "))
+    } else {
+        format!("status screen on {}", ttys.join(", "))
+    }))
+}
+
+/// The walden of the root file system (the status screen runs it).
+const WALDEN: &str = "/usr/sbin/walden";
+
+/// One service per console: the status screen (`console-TTY`), or with
+/// `rescue` a root shell through agetty (`getty-TTY`).
+fn console_services(cmdline: &str, rescue: bool, walden: &Path) -> Vec<ServiceSpec> {
+    console_ttys(cmdline)
+        .into_iter()
+        .map(|(tty, baud)| {
+            if rescue {
+                let mut spec = ServiceSpec::new(format!("getty-{tty}"), &[AGETTY]);
+                spec.argv = vec![
+                    AGETTY.into(),
+                    "--autologin".into(),
+                    "root".into(),
+                    "-L".into(),
+                    baud,
+                    tty,
+                    "vt100".into(),
+                ];
+                spec
+            } else {
+                let mut spec = ServiceSpec::new(format!("console-{tty}"), &[]);
+                spec.argv = vec![
+                    walden.display().to_string(),
+                    "console-screen".into(),
+                    format!("/dev/{tty}"),
+                ];
+                spec
+            }
+        })
+        .collect()
 }
 
 /// `console=ttyS0,115200 console=tty0` -> [("ttyS0","115200"), ("tty1","38400")].
@@ -401,6 +446,33 @@ mod tests {
             ]
         );
         assert!(console_ttys("quiet").is_empty());
+    }
+
+    #[test]
+    fn consoles_show_the_screen_or_with_rescue_a_root_shell() {
+        let line = "console=tty0 console=ttyS0,115200";
+        let walden = Path::new("/usr/sbin/walden");
+        let screens = console_services(line, false, walden);
+        let names: Vec<&str> = screens.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["console-tty1", "console-ttyS0"]);
+        assert_eq!(
+            screens[1].argv,
+            ["/usr/sbin/walden", "console-screen", "/dev/ttyS0"]
+        );
+        let shells = console_services(line, true, walden);
+        assert_eq!(shells[1].name, "getty-ttyS0");
+        assert_eq!(
+            shells[1].argv,
+            [
+                "/sbin/agetty",
+                "--autologin",
+                "root",
+                "-L",
+                "115200",
+                "ttyS0",
+                "vt100"
+            ]
+        );
     }
 
     #[test]

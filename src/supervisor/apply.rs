@@ -45,6 +45,7 @@ const SERVICES_TIMEOUT: Duration = Duration::from_secs(60);
 const APPLY_STEPS: &[&str] = &[
     "config",
     "hostname",
+    "watchdog",
     "host-files",
     "mounts",
     "network",

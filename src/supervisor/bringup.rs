@@ -127,6 +127,9 @@ pub struct BringUp {
     /// guest -> reason. Steps fill it; the guests step hands it to the
     /// runtime ([`crate::guests::runtime::GuestHandle::set_host_blocks`]).
     pub host_blocks: BTreeMap<&'static str, BTreeMap<String, String>>,
+    /// `[network]` as the "network" step last applied it: what a later
+    /// apply compares with to undo removed keys (`net::undo`).
+    pub network_applied: Option<crate::config::NetworkConfig>,
 }
 
 impl BringUp {
@@ -141,7 +144,22 @@ impl BringUp {
             guests: None,
             mounts: Default::default(),
             host_blocks: BTreeMap::new(),
+            network_applied: None,
         }
+    }
+}
+
+#[cfg(test)]
+impl BringUp {
+    /// A bring-up under `root` (a temporary directory) with a fresh
+    /// supervisor, `config` parsed from host.toml text.
+    pub fn for_tests(root: &std::path::Path, host_toml: &str) -> Self {
+        let status = super::status::SharedStatus::new(super::status::Status::new("pid1"));
+        let sup = Supervisor::new(status, super::notify::Notifier::disabled())
+            .expect("supervisor for tests");
+        let mut b = Self::new(Paths::under(root), sup);
+        b.config = Some(crate::config::from_strs(host_toml, &[]).expect("test host.toml"));
+        b
     }
 }
 

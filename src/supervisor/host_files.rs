@@ -1,6 +1,10 @@
 //! The "host-files" step: files host.toml owns in the (now persistent)
-//! root: /etc/hostname, root's ssh authorized_keys and the time zone; and
-//! sshd as a service once root has a key to log in with.
+//! root: /etc/hostname, root's ssh authorized_keys, the time zone
+//! (/etc/localtime, /etc/timezone) and, from `[network.dns]`,
+//! /etc/resolv.conf (written by the network step); and sshd as a service
+//! once root has a key to log in with. A key that is removed from host.toml
+//! undoes what it did: no `timezone` is UTC again, no `[ssh]` key empties
+//! root's authorized_keys.
 
 use super::bringup::{BringUp, StepError, StepOutcome};
 use super::service::ServiceSpec;
@@ -24,11 +28,10 @@ pub fn write_host_files(root: &Path, host: &HostConfig) -> Result<String, String
         Ok(d) => done.push(d),
         Err(e) => problems.push(e),
     }
-    if let Some(tz) = &host.timezone {
-        match timezone(root, tz) {
-            Ok(d) => done.push(d),
-            Err(e) => problems.push(e),
-        }
+    // No `timezone` means UTC, also after one was removed.
+    match timezone(root, host.timezone.as_deref().unwrap_or(DEFAULT_TZ)) {
+        Ok(d) => done.push(d),
+        Err(e) => problems.push(e),
     }
     if problems.is_empty() {
         Ok(done.join("; "))
@@ -37,11 +40,21 @@ pub fn write_host_files(root: &Path, host: &HostConfig) -> Result<String, String
     }
 }
 
-/// /root/.ssh/authorized_keys, 0600 in a 0700 directory, replaced atomically.
+/// The time zone without `timezone` in host.toml.
+const DEFAULT_TZ: &str = "Etc/UTC";
+
+/// /root/.ssh/authorized_keys, 0600 in a 0700 directory, replaced
+/// atomically. host.toml owns the file: keys added by hand are replaced, and
+/// without `[ssh]` keys the file is emptied (a removed key no longer logs in).
 fn authorized_keys(root: &Path, keys: &[String]) -> Result<String, String> {
     let dir = root.join("root/.ssh");
+    let path = dir.join("authorized_keys");
     if keys.is_empty() {
-        return Ok("no [ssh] authorized_keys in host.toml; /root/.ssh left alone".into());
+        if !path.exists() {
+            return Ok("no [ssh] authorized_keys".into());
+        }
+        atomic_write_with(&mut RealIo, &path, b"", 0o600).map_err(|e| e.to_string())?;
+        return Ok("no [ssh] authorized_keys: root's emptied".into());
     }
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -50,7 +63,6 @@ fn authorized_keys(root: &Path, keys: &[String]) -> Result<String, String> {
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut text = keys.join("\n");
     text.push('\n');
-    let path = dir.join("authorized_keys");
     atomic_write_with(&mut RealIo, &path, text.as_bytes(), 0o600).map_err(|e| e.to_string())?;
     Ok(format!("{} ssh keys for root", keys.len()))
 }
@@ -99,23 +111,34 @@ pub fn sshd_service(root: &Path, host: &HostConfig) -> Option<ServiceSpec> {
 }
 
 /// The bring-up step: the files, then sshd queued for the services step.
+/// sshd is queued whatever happened to the files: a file that could not be
+/// written must not lock the admin out of an unattended box.
 pub fn step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
     let Some(config) = &b.config else {
         return Ok(StepOutcome::Skipped("no config loaded".into()));
     };
-    let mut done = write_host_files(&b.paths.root, &config.host).map_err(StepError::new)?;
+    let files = write_host_files(&b.paths.root, &config.host);
+    let mut sshd_note = String::new();
     if let Some(sshd) = sshd_service(&b.paths.root, &config.host) {
         // sshd's privilege separation directory (tmpfs: every boot).
         let dir = b.paths.root.join("run/sshd");
-        std::fs::DirBuilder::new()
+        match std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&dir)
-            .map_err(|e| StepError::new(format!("cannot create {}: {e}", dir.display())))?;
+        {
+            Ok(()) => sshd_note = "; sshd queued".into(),
+            // sshd says what it misses in its own log and status.
+            Err(e) => {
+                sshd_note = format!("; sshd queued, but cannot create {}: {e}", dir.display())
+            }
+        }
         b.services.push(sshd);
-        done.push_str("; sshd queued");
     }
-    Ok(StepOutcome::Done(done))
+    match files {
+        Ok(done) => Ok(StepOutcome::Done(format!("{done}{sshd_note}"))),
+        Err(problems) => Err(StepError::new(format!("{problems}{sshd_note}"))),
+    }
 }
 
 #[cfg(test)]
@@ -188,5 +211,59 @@ mod tests {
             "{err}"
         );
         assert!(root.join("root/.ssh/authorized_keys").is_file());
+    }
+
+    #[test]
+    fn removing_timezone_and_keys_undoes_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        for zone in ["Europe/Berlin", "Etc/UTC"] {
+            let f = root.join("usr/share/zoneinfo").join(zone);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, "TZif").unwrap();
+        }
+        write_host_files(root, &host("timezone = \"Europe/Berlin\"\n")).unwrap();
+        let bare = crate::config::from_strs("schema = 1\nhostname = \"h\"\n", &[])
+            .unwrap()
+            .host;
+        let done = write_host_files(root, &bare).unwrap();
+        assert!(done.contains("time zone Etc/UTC"), "{done}");
+        assert!(done.contains("root's emptied"), "{done}");
+        assert_eq!(
+            std::fs::read_link(root.join("etc/localtime")).unwrap(),
+            Path::new("/usr/share/zoneinfo/Etc/UTC")
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/timezone")).unwrap(),
+            "Etc/UTC\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("root/.ssh/authorized_keys")).unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn sshd_is_queued_even_when_a_host_file_cannot_be_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        // /etc/localtime is a directory: the time zone cannot be set.
+        std::fs::create_dir_all(root.join("etc/localtime/x")).unwrap();
+        std::fs::create_dir_all(root.join("usr/share/zoneinfo/Etc")).unwrap();
+        std::fs::write(root.join("usr/share/zoneinfo/Etc/UTC"), "TZif").unwrap();
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::write(root.join("usr/sbin/sshd"), "").unwrap();
+        let mut b = BringUp::for_tests(
+            &root,
+            &format!("schema = 1\nhostname = \"h\"\n[ssh]\nauthorized_keys = [\"{KEY}\"]\n"),
+        );
+        let err = step(&mut b).unwrap_err().to_string();
+        assert!(
+            err.contains("localtime") && err.contains("sshd queued"),
+            "{err}"
+        );
+        assert_eq!(b.services.len(), 1);
+        assert_eq!(b.services[0].name, "sshd");
     }
 }

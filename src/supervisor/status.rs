@@ -183,7 +183,7 @@ struct Inner {
     started: Instant,
     /// Run on every snapshot, so readers see the kernel's state now rather
     /// than at the end of bring-up (a DHCP lease comes later).
-    refreshers: Mutex<Vec<Refresher>>,
+    refreshers: Mutex<Vec<(&'static str, Refresher)>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -221,20 +221,20 @@ impl SharedStatus {
         self.0.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Run `f` on every future snapshot.
-    pub fn add_refresher(&self, f: Refresher) {
-        self.0
-            .refreshers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(f);
+    /// Run `f` on every future snapshot, in place of an earlier refresher
+    /// of the same `name` (a step that runs again on every `config apply`
+    /// replaces its refresher instead of adding one more).
+    pub fn set_refresher(&self, name: &'static str, f: Refresher) {
+        let mut all = self.0.refreshers.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|(n, _)| *n != name);
+        all.push((name, f));
     }
 
     /// A copy for a reader, with `uptime_ms` and the refreshed parts filled in.
     pub fn snapshot(&self) -> Status {
         let mut s = self.lock().clone();
         s.uptime_ms = self.elapsed_ms();
-        for refresh in self
+        for (_, refresh) in self
             .0
             .refreshers
             .lock()
@@ -244,5 +244,15 @@ impl SharedStatus {
             refresh(&mut s);
         }
         s
+    }
+
+    /// How many refreshers run on each snapshot.
+    #[cfg(test)]
+    pub fn refreshers(&self) -> usize {
+        self.0
+            .refreshers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }

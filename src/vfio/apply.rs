@@ -24,6 +24,9 @@ pub trait Kernel {
 }
 
 /// How long modprobe may take.
+/// kmod's module loader.
+pub const MODPROBE: &str = "modprobe";
+/// How long modprobe may take (see below).
 const MODPROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The real kernel: sysfs writes, and modprobe from the root (falling back
@@ -54,9 +57,9 @@ impl Kernel for RealKernel {
     fn load_module(&mut self, name: &str) -> Result<(), String> {
         // modprobe honours /etc/modprobe.d (vfio-pci options such as
         // disable_vga); it is the Debian tool for this.
-        let modprobe = ["sbin/modprobe", "usr/sbin/modprobe"]
+        let modprobe = ["sbin", "usr/sbin"]
             .iter()
-            .map(|p| self.root.join(p))
+            .map(|d| self.root.join(d).join(MODPROBE))
             .find(|p| p.exists());
         if let Some(modprobe) = modprobe {
             return run_bounded(Command::new(&modprobe).arg(name), MODPROBE_TIMEOUT);

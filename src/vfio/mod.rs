@@ -42,6 +42,7 @@ pub use status::{failed_devices, failed_guests, render_table, VfioDeviceStatus, 
 
 use crate::config::{GuestConfig, PciAddress, PciRef, VfioDevice, VfioSelect};
 use crate::context::Paths;
+pub use apply::MODPROBE;
 pub use steps::{config_step, early_step};
 
 use apply::{Kernel, RealKernel, Timeouts};

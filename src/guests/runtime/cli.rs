@@ -9,6 +9,9 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
+/// libvirt's shell (Debian: libvirt-clients), found through PATH.
+pub const VIRSH: &str = "virsh";
+
 /// How long start/stop/restart wait for the supervisor's answer.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -52,7 +55,7 @@ pub fn command(cmd: GuestCommand, socket: &Path) -> anyhow::Result<u8> {
         GuestCommand::Restart { name } => op(socket, "restart", &name),
         GuestCommand::Console { name } => {
             // exec only returns on failure.
-            let err = std::process::Command::new("virsh")
+            let err = std::process::Command::new(VIRSH)
                 .args(["-c", SYSTEM_URI, "console", &name])
                 .exec();
             anyhow::bail!("cannot run virsh console {name}: {err}; is libvirt-clients installed?")

@@ -79,6 +79,59 @@ impl GuestHandle {
         *lock(&self.engine.on_start) = Some(hook);
     }
 
+    /// Domains walden defined for a guest whose file was removed while
+    /// walden was not running (an offline edit of the config disk, a
+    /// rollback): undefined when stopped, so `virsh list --all` and the disk
+    /// of libvirt's state match the config. A running one (left from before
+    /// a supervisor restart) is stopped first. Domains defined by hand are
+    /// never touched.
+    fn forget_orphans(&self, config: &Config, report: &mut ReconcileReport) {
+        let engine = &self.engine;
+        if !engine.policy.forget_orphans {
+            return;
+        }
+        let listed = match engine.hv.list() {
+            Ok(l) => l,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("cannot look for stale guest definitions: {e}"));
+                return;
+            }
+        };
+        for d in listed {
+            let known =
+                config.guest(&d.name).is_some() || lock(&engine.table).get(&d.name).is_some();
+            if known {
+                continue;
+            }
+            match engine.hv.managed(&d.name) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    report.errors.push(e.to_string());
+                    continue;
+                }
+            }
+            if d.state.is_active() {
+                // Forced off: it is not in the config, so nobody expects it
+                // to run, and its definition is what makes it walden's.
+                tracing::warn!(guest = %d.name, "runs but is not in the config; forcing it off");
+                if let Err(e) = engine.hv.destroy(&d.name) {
+                    report.errors.push(e.to_string());
+                    continue;
+                }
+            }
+            match engine.hv.undefine(&d.name) {
+                Ok(()) => {
+                    tracing::info!(guest = %d.name, "not in the config any more: definition removed");
+                    report.removed.push(d.name);
+                }
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+    }
+
     /// Bring libvirt in line with `config`: define and start new guests,
     /// shut down and undefine removed ones, redefine changed ones (marked
     /// "restart pending" while running; restarted when `restart_changed`).
@@ -162,6 +215,7 @@ impl GuestHandle {
         }
         table.sort();
         drop(table);
+        self.forget_orphans(config, &mut report);
         engine.poke();
         Ok(report)
     }

@@ -98,6 +98,10 @@ pub trait Hypervisor: Send + Sync {
     fn state(&self, name: &str) -> Result<Option<DomainState>, RuntimeError>;
     /// Every domain (defined or running).
     fn list(&self) -> Result<Vec<DomainInfo>, RuntimeError>;
+    /// Whether walden defined the domain (its XML carries walden's
+    /// metadata, [`crate::guests::METADATA_NS`]): domains defined by hand
+    /// with virsh are never touched.
+    fn managed(&self, name: &str) -> Result<bool, RuntimeError>;
 }
 
 /// Runs each call of the wrapped hypervisor on a fresh worker thread and
@@ -181,5 +185,9 @@ impl Hypervisor for Timed {
     }
     fn list(&self) -> Result<Vec<DomainInfo>, RuntimeError> {
         self.call("list", "(all)", |h| h.list())
+    }
+    fn managed(&self, name: &str) -> Result<bool, RuntimeError> {
+        let n = name.to_string();
+        self.call("read the definition of", name, move |h| h.managed(&n))
     }
 }

@@ -228,4 +228,9 @@ impl Hypervisor for Libvirt {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
+
+    fn managed(&self, name: &str) -> Result<bool, RuntimeError> {
+        let xml = self.with_domain("read the definition of", name, |d| d.get_xml_desc(0))?;
+        Ok(xml.contains(crate::guests::METADATA_NS))
+    }
 }

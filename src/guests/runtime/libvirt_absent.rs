@@ -58,4 +58,7 @@ impl Hypervisor for Libvirt {
     fn list(&self) -> Result<Vec<DomainInfo>, RuntimeError> {
         self.absent()
     }
+    fn managed(&self, _name: &str) -> Result<bool, RuntimeError> {
+        self.absent()
+    }
 }

@@ -128,12 +128,20 @@ pub fn plan(
             match op.sent {
                 None => {
                     op.sent = Some(now);
+                    op.pressed = Some(now);
                     actions.push(Action::Shutdown(name));
                 }
                 Some(t) if !op.destroyed && now >= t + e.config.shutdown_timeout => {
                     tracing::warn!(guest = %name, "did not shut down within {}; forcing it off", Human(e.config.shutdown_timeout));
                     op.destroyed = true;
                     actions.push(Action::Destroy(name));
+                }
+                Some(_)
+                    if !op.destroyed
+                        && op.pressed.is_none_or(|p| now >= p + policy.acpi_repeat) =>
+                {
+                    op.pressed = Some(now);
+                    actions.push(Action::Shutdown(name));
                 }
                 Some(_) => {}
             }
@@ -147,6 +155,7 @@ pub fn plan(
                 if may_stop(&name, &active_configs) {
                     e.stop = Some(StopOp {
                         sent: Some(now),
+                        pressed: Some(now),
                         destroyed: false,
                         then: ThenDo::Nothing,
                     });

@@ -22,6 +22,14 @@ pub struct Policy {
     pub poll: Duration,
     /// Longest wait for any single libvirt call.
     pub call_timeout: Duration,
+    /// A guest that has not shut down is sent the ACPI power button again
+    /// this often until its `shutdown_timeout` (one press is lost on a
+    /// guest whose OS was still booting).
+    pub acpi_repeat: Duration,
+    /// Undefine domains walden defined for guests the config no longer has
+    /// (removed while walden was not running). Off only where one libvirt
+    /// is shared with others (tests on `test:///default`).
+    pub forget_orphans: bool,
 }
 
 impl Default for Policy {
@@ -38,6 +46,8 @@ impl Default for Policy {
             },
             poll: Duration::from_secs(1),
             call_timeout: Duration::from_secs(60),
+            acpi_repeat: Duration::from_secs(15),
+            forget_orphans: true,
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn guests_step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
                 Ok(())
             }));
             let shown = h.clone();
-            status.add_refresher(Box::new(move |s| s.guests = shown.statuses()));
+            status.set_refresher("guests", Box::new(move |s| s.guests = shown.statuses()));
             b.guests = Some(h.clone());
             h
         }

@@ -74,6 +74,10 @@ pub enum ThenDo {
 pub struct StopOp {
     /// When the ACPI shutdown was sent; `None` until it is.
     pub sent: Option<Instant>,
+    /// When the power button was last pressed (it is pressed again every
+    /// [`super::Policy::acpi_repeat`]: a guest still booting when the first
+    /// press came, before its OS listens, would otherwise ignore it).
+    pub pressed: Option<Instant>,
     /// Whether the forced stop was sent after the timeout.
     pub destroyed: bool,
     /// What comes after.
@@ -85,6 +89,7 @@ impl StopOp {
     pub fn new(then: ThenDo) -> Self {
         Self {
             sent: None,
+            pressed: None,
             destroyed: false,
             then,
         }

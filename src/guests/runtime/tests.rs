@@ -25,6 +25,8 @@ struct Recorder {
     calls: Mutex<Vec<String>>,
     fail_start: Mutex<HashSet<String>>,
     ignore_shutdown: Mutex<HashSet<String>>,
+    /// Guests that miss the first ACPI press (still booting) only.
+    miss_first_press: Mutex<HashSet<String>>,
     slow: Mutex<Option<Duration>>,
 }
 
@@ -35,6 +37,7 @@ impl Recorder {
             calls: Mutex::new(Vec::new()),
             fail_start: Mutex::new(HashSet::new()),
             ignore_shutdown: Mutex::new(HashSet::new()),
+            miss_first_press: Mutex::new(HashSet::new()),
             slow: Mutex::new(None),
         })
     }
@@ -77,6 +80,9 @@ impl Hypervisor for Recorder {
         if self.ignore_shutdown.lock().unwrap().contains(name) {
             return Ok(());
         }
+        if self.miss_first_press.lock().unwrap().remove(name) {
+            return Ok(());
+        }
         self.inner.shutdown(name)
     }
     fn destroy(&self, name: &str) -> Result<(), RuntimeError> {
@@ -93,6 +99,9 @@ impl Hypervisor for Recorder {
         }
         self.inner.list()
     }
+    fn managed(&self, name: &str) -> Result<bool, RuntimeError> {
+        self.inner.managed(name)
+    }
 }
 
 fn quick_policy() -> Policy {
@@ -108,6 +117,9 @@ fn quick_policy() -> Policy {
         },
         poll: Duration::from_millis(50),
         call_timeout: Duration::from_secs(10),
+        acpi_repeat: Duration::from_millis(200),
+        // test:///default is shared by the tests running side by side.
+        forget_orphans: false,
     }
 }
 
@@ -431,6 +443,35 @@ fn host_shutdown_stops_dependents_first_and_forces_off_after_the_timeout() {
 }
 
 #[test]
+fn a_guest_that_missed_the_power_button_gets_it_again_before_being_forced_off() {
+    let rec = Recorder::new();
+    let names = ["late-a"];
+    cleanup(&rec, &names);
+    let h = handle(&rec);
+    // Its OS was still booting when the first press came.
+    rec.miss_first_press.lock().unwrap().insert("late-a".into());
+    h.reconcile(&config(&[("late-a", "shutdown_timeout = \"30s\"")]), false)
+        .unwrap();
+    assert!(h.settle(Duration::from_secs(10)));
+    h.spawn_monitor().unwrap();
+    let msg = h.shutdown_all(Duration::from_secs(20));
+    h.stop_monitor();
+    assert_eq!(msg, "all guests are off");
+    let presses = rec
+        .calls()
+        .iter()
+        .filter(|c| *c == "shutdown late-a")
+        .count();
+    assert!(presses >= 2, "pressed {presses} times: {:?}", rec.calls());
+    assert!(
+        !rec.calls().contains(&"destroy late-a".to_string()),
+        "forced off instead of pressed again: {:?}",
+        rec.calls()
+    );
+    cleanup(&rec, &names);
+}
+
+#[test]
 fn requests_name_unknown_guests_and_commands_answer_with_a_message() {
     let rec = Recorder::new();
     cleanup(&rec, &["cmd-a"]);
@@ -476,4 +517,41 @@ fn an_unreachable_libvirt_is_an_error_not_a_hang() {
         err.starts_with("cannot connect to libvirt at test:///nonexistent"),
         "{err}"
     );
+}
+
+#[test]
+fn a_definition_left_from_a_removed_guest_file_is_forgotten_and_hand_made_ones_stay() {
+    // A private test driver: the sweep looks at every domain it has.
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("node.xml");
+    std::fs::write(&node, "<node></node>\n").unwrap();
+    let hv: Arc<dyn Hypervisor> =
+        Arc::new(Libvirt::new(&format!("test://{}", node.display()), None));
+    let backend = || Backend::new(DomainEnv::new(DomainType::Test), None);
+    let policy = Policy {
+        forget_orphans: true,
+        ..quick_policy()
+    };
+    // walden defined orph-a and orph-b, then stopped (the box powered off).
+    let before = GuestHandle::new(hv.clone(), backend(), policy);
+    let c = config(&[
+        ("orph-a", "autostart = false"),
+        ("orph-b", "autostart = false"),
+    ]);
+    before.reconcile(&c, false).unwrap();
+    // Someone defined a domain by hand with virsh.
+    hv.define(
+        "by-hand",
+        "<domain type='test'><name>by-hand</name><memory>65536</memory>\
+         <os><type>hvm</type></os></domain>",
+    )
+    .unwrap();
+    // orph-b.toml was deleted from the config disk offline; next boot:
+    let after = GuestHandle::new(hv.clone(), backend(), policy);
+    let report = after
+        .reconcile(&config(&[("orph-a", "autostart = false")]), false)
+        .unwrap();
+    assert_eq!(report.removed, ["orph-b"], "{report}");
+    let names: Vec<String> = hv.list().unwrap().into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["by-hand", "orph-a"]);
 }

@@ -1,0 +1,173 @@
+//! The README's first command, `make run`, as a newcomer runs it: the
+//! image booted by `image/run.sh` (the script `make run` ends in), here
+//! with `examples/appliance-qemu` (a device passed through, two guests,
+//! two bridges), watched on its console until `walden: ready`, checked
+//! over the control socket the script provides, then powered off with the
+//! ACPI power button through the QMP socket the script provides.
+//!
+//! `make test` builds the image first, so the script runs with
+//! `WALDEN_RUN_NOBUILD=1`; everything else is the script's own defaults
+//! (UEFI, the USB image on xHCI, a fresh config disk from the example, the
+//! tiny guest's kernel and initramfs added by `tiny-guest`).
+
+mod common;
+
+use anyhow::{ensure, Context};
+use common::BOOT_TIMEOUT;
+use qemu_tests::artifacts::repo_root;
+use qemu_tests::console::Console;
+use qemu_tests::control::ControlChannel;
+use qemu_tests::qmp::Qmp;
+use qemu_tests::{expect, TestEnv};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// From the power button to QEMU exiting: both guests' ACPI shutdown first.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Kills the script's QEMU when the scenario ends, whatever happened.
+struct Run(Child);
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn make_run_boots_the_appliance_example_and_powers_off_on_the_button() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(make_run_once)
+}
+
+fn make_run_once() -> anyhow::Result<()> {
+    let Some(env) =
+        TestEnv::with_image("make_run_boots_the_appliance_example_and_powers_off_on_the_button")?
+    else {
+        return Ok(());
+    };
+    // Short: unix socket paths are limited to 108 bytes.
+    let run_dir = env.scratch().join("run");
+    let script = repo_root().join("image/run.sh");
+    let mut child = Command::new(&script)
+        .current_dir(repo_root())
+        .env("WALDEN_RUN_NOBUILD", "1")
+        .env("WALDEN_RUN_CONFIG", "examples/appliance-qemu")
+        .env("WALDEN_RUN_DIR", &run_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(env.dir().join("run.stderr.log"))?)
+        .spawn()
+        .with_context(|| format!("starting {}", script.display()))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut run = Run(child);
+    let console = Console::capture(stdout, &env.dir().join("console.log"))?;
+
+    let ready = console.wait_for_any(
+        &[expect::READY, expect::MAINTENANCE],
+        expect::FATAL,
+        BOOT_TIMEOUT,
+    )?;
+    ensure!(
+        ready.line.contains(expect::READY),
+        "`make run` did not reach ready: {}",
+        ready.line
+    );
+
+    let mut ctl = ControlChannel::connect(&run_dir.join("control.sock"), Duration::from_secs(10))?;
+    let status = ctl.status(Duration::from_secs(30))?;
+    eprintln!("{}", common::timings(&status));
+    ensure!(
+        status.failed_steps().is_empty(),
+        "`make run` of examples/appliance-qemu has failed steps: {:?}",
+        status.failed_steps()
+    );
+    for guest in ["storage", "services"] {
+        let g = status
+            .guests
+            .iter()
+            .find(|g| g.name == guest)
+            .with_context(|| format!("no guest {guest} in {:?}", status.guests))?;
+        ensure!(g.state == "running", "guest {guest} is {}: {g:?}", g.state);
+    }
+
+    // The console shows the status screen instead of a login prompt: how
+    // to reach the box (appliance-qemu's br0 gets 10.0.2.15 from QEMU's
+    // DHCP), and again when Enter is pressed.
+    let reach = console.wait_for_any(&[expect::SCREEN_REACH], expect::FATAL, BOOT_TIMEOUT)?;
+    ensure!(
+        reach.line.contains("ssh root@10.0.2.15"),
+        "screen: {}",
+        reach.line
+    );
+    console.wait_for_any(&[expect::SCREEN_END], expect::FATAL, BOOT_TIMEOUT)?;
+    {
+        use std::io::Write;
+        let stdin = run.0.stdin.as_mut().context("no stdin pipe")?;
+        stdin.write_all(b"\n")?;
+        stdin.flush()?;
+    }
+    console.wait_for_any(
+        &[expect::SCREEN_REACH],
+        expect::FATAL,
+        Duration::from_secs(30),
+    )?;
+
+    let mut qmp = Qmp::connect(&run_dir.join("qmp.sock"), Duration::from_secs(10))?;
+    qmp.execute("system_powerdown", None)?;
+    for step in expect::POWEROFF_STEPS {
+        console.wait_for_any(&[step], expect::FATAL, POWEROFF_TIMEOUT)?;
+    }
+    let deadline = Instant::now() + qemu_tests::env::scaled(POWEROFF_TIMEOUT);
+    let exit = loop {
+        if let Some(exit) = run.0.try_wait()? {
+            break exit;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "QEMU of `make run` still runs {} s after the power button (console {})",
+            POWEROFF_TIMEOUT.as_secs(),
+            console.log_path().display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    ensure!(exit.success(), "`make run`'s QEMU exited with {exit}");
+    // Kernel oopses, panics, lockups: as every scenario's console.
+    let findings = qemu_tests::console_check::scan(&console.text(), &[]);
+    if !findings.is_empty() {
+        return Err(qemu_tests::console_check::error(&findings, console.log_path()).into());
+    }
+    // `timezone`: /etc/localtime and /etc/timezone, in the /etc overlay's
+    // upper layer on the config disk.
+    let config_img = run_dir.join("config.img");
+    let tz = qemu_tests::disk::ext4_read_file(&config_img, "/etc/timezone")?
+        .context("no /etc/timezone on the config disk")?;
+    ensure!(
+        tz == b"Europe/Berlin\n",
+        "/etc/timezone: {:?}",
+        String::from_utf8_lossy(&tz)
+    );
+    let stat = std::process::Command::new("debugfs")
+        .args(["-R", "stat /etc/localtime"])
+        .arg(&config_img)
+        .output()?;
+    let stat = String::from_utf8_lossy(&stat.stdout);
+    ensure!(
+        stat.contains("/usr/share/zoneinfo/Europe/Berlin"),
+        "/etc/localtime is not a link to Europe/Berlin: {stat}"
+    );
+    // The guests' own serial output, off the config disk after power-off:
+    // each booted and went down on the ACPI button.
+    for guest in ["storage", "services"] {
+        let path = format!("/var/log/walden/guests/{guest}.log");
+        let log = qemu_tests::disk::ext4_read_file(&run_dir.join("config.img"), &path)?
+            .with_context(|| format!("no {path} on the config disk"))?;
+        let log = String::from_utf8_lossy(&log);
+        ensure!(
+            log.contains(&format!("{} {guest}", expect::GUEST_UP))
+                && log.contains(&format!("{} {guest}", expect::GUEST_DOWN)),
+            "guest {guest} did not boot and shut down cleanly; its serial log:\n{log}"
+        );
+    }
+    Ok(())
+}
