@@ -113,6 +113,20 @@ fn in_namespace(paths: Paths, label: &str, dev: &Path) -> Result<(), String> {
     let mut state = MountsState::default();
     let wait = Duration::ZERO;
 
+    // fstype reaches mount(2): vfat on this ext4 disk does not mount.
+    let vfat = mount("fstype = \"vfat\"\n");
+    let r = reconcile(&mut sys, &mut state, Some(&vfat), Scope::Local, wait);
+    let detail = r.rows[0].detail.clone().unwrap_or_default();
+    assert!(
+        r.rows[0].state == MountState::Failed
+            && detail.starts_with(&format!(
+                "cannot mount {} on /srv/data (vfat): ",
+                dev.display()
+            )),
+        "{r:?}"
+    );
+    assert!(state.applied.mounts.is_empty());
+
     let c = mount("options = [\"noatime\"]\n");
     let r = reconcile(&mut sys, &mut state, Some(&c), Scope::Local, wait);
     assert_eq!(r.rows[0].state, MountState::Mounted, "{r:?}");
