@@ -12,6 +12,7 @@ mod control;
 mod guests;
 mod images;
 mod logging;
+mod mounts;
 mod net;
 mod pid1;
 mod requires;

@@ -60,6 +60,25 @@ impl ConfigDisk {
     }
 }
 
+/// An extra disk with an empty ext4 file system (`mkfs.ext4 -L LABEL`),
+/// on virtio-blk; its file stays across [`Machine::restart`] like the
+/// config disk. Read it after power-off with [`Machine::data_disk_file`].
+#[derive(Debug, Clone)]
+pub struct DataDisk {
+    label: String,
+    size_mib: u64,
+}
+
+impl DataDisk {
+    /// An ext4 disk of `size_mib` labelled `label`.
+    pub fn ext4(label: &str, size_mib: u64) -> Self {
+        Self {
+            label: label.to_string(),
+            size_mib,
+        }
+    }
+}
+
 /// Network interface of the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nic {
@@ -105,6 +124,7 @@ pub struct MachineBuilder {
     media: Vec<Media>,
     firmware: Firmware,
     config: Option<ConfigDisk>,
+    data: Vec<DataDisk>,
     kernel: Option<DirectKernel>,
     flips: Vec<(String, u64)>,
     memory_mib: u32,
@@ -126,6 +146,7 @@ impl MachineBuilder {
             media: Vec::new(),
             firmware: Firmware::Bios,
             config: None,
+            data: Vec::new(),
             kernel: None,
             flips: Vec::new(),
             memory_mib: 2048,
@@ -167,6 +188,13 @@ impl MachineBuilder {
     /// Attach a config disk.
     pub fn config_disk(mut self, config: ConfigDisk) -> Self {
         self.config = Some(config);
+        self
+    }
+
+    /// Attach a data disk: the N-th is `data<N>.img` in the test directory,
+    /// drive id `data<N>` (see [`Machine::remove_drive`]).
+    pub fn data_disk(mut self, disk: DataDisk) -> Self {
+        self.data.push(disk);
         self
     }
 
@@ -338,6 +366,14 @@ impl MachineBuilder {
             a.push("-device".into());
             a.push("virtio-blk-pci,drive=config,serial=walden-config".into());
         }
+        for (i, d) in self.data.iter().enumerate() {
+            let img = self.dir.join(data_image(i));
+            disk::ext4_empty(&img, &d.label, d.size_mib)?;
+            a.push("-drive".into());
+            a.push(format!("file={},format=raw,if=none,id=data{i}", s(&img)));
+            a.push("-device".into());
+            a.push(format!("virtio-blk-pci,drive=data{i},serial=data{i}"));
+        }
         if let Some(k) = &self.kernel {
             a.extend([
                 "-kernel".into(),
@@ -426,6 +462,11 @@ impl MachineBuilder {
         }
         a
     }
+}
+
+/// The file name of the `i`-th data disk in the test directory.
+pub(crate) fn data_image(i: usize) -> String {
+    format!("data{i}.img")
 }
 
 /// `-accel tcg`, or KVM when `WALDEN_QEMU_ACCEL=kvm` and /dev/kvm opens.

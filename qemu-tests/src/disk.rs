@@ -67,6 +67,25 @@ pub fn ext4_from_dir(src: &Path, dest: &Path, label: &str, size_mib: u64) -> Res
     Ok(())
 }
 
+/// Create an empty ext4 file system image `dest` of `size_mib` labelled `label`.
+pub fn ext4_empty(dest: &Path, label: &str, size_mib: u64) -> Result<()> {
+    let file = File::create(dest).map_err(|e| Error::io("create", dest, e))?;
+    file.set_len(size_mib * 1024 * 1024)
+        .map_err(|e| Error::io("size", dest, e))?;
+    drop(file);
+    run(
+        "mkfs.ext4",
+        [
+            "-q".as_ref(),
+            "-F".as_ref(),
+            "-L".as_ref(),
+            label.as_ref(),
+            dest.as_os_str(),
+        ],
+    )?;
+    Ok(())
+}
+
 /// Copy the directory tree `src` to `dest` (emptied first): files,
 /// directories and symbolic links, as `mkfs.ext4 -d` will read them.
 pub fn copy_dir(src: &Path, dest: &Path) -> Result<()> {

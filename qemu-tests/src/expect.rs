@@ -87,6 +87,10 @@ pub fn guest_ping_ok(name: &str, peer: &str) -> String {
     format!("{GUEST_PING} {name} {peer} ok")
 }
 
+/// The supervisor's "mounts" bring-up step failed (a `[[mount]]` or the
+/// swap could not be brought up): `walden: error: [step=mounts] failed: ...`.
+pub const MOUNTS_STEP_FAILED: &str = "[step=mounts] failed";
+
 /// The supervisor's "guests" bring-up step failed (logged at error level:
 /// `walden: error: [step=guests] failed: ...`); guest scenarios stop there.
 pub const GUESTS_STEP_FAILED: &str = "[step=guests] failed";

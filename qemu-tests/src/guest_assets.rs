@@ -369,6 +369,16 @@ impl TinyGuest {
         self
     }
 
+    /// A disk image at `path` (on the walden host) that walden creates
+    /// with `size` when missing; the tiny guest ignores it.
+    pub fn disk(mut self, path: &str, size: &str) -> Self {
+        let _ = write!(
+            self.tables,
+            "\n[[disk]]\npath = \"{path}\"\nsize = \"{size}\"\n"
+        );
+        self
+    }
+
     /// Pass through the host device `[[vfio]]` labels `label`.
     pub fn pci_label(mut self, label: &str) -> Self {
         let _ = write!(self.tables, "\n[[pci]]\nlabel = \"{label}\"\n");

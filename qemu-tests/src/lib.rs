@@ -50,7 +50,7 @@ pub mod status;
 pub mod tools;
 
 pub use artifacts::Artifacts;
-pub use builder::{ConfigDisk, DirectKernel, Firmware, MachineBuilder, Nic};
+pub use builder::{ConfigDisk, DataDisk, DirectKernel, Firmware, MachineBuilder, Nic};
 pub use env::{scaled, TestEnv};
 pub use error::{Error, Result};
 pub use lockup::retry_on_soft_lockup;

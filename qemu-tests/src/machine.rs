@@ -270,6 +270,29 @@ impl Machine {
         crate::disk::ext4_read_file(&img, path)
     }
 
+    /// A file on the `i`-th data disk ([`crate::DataDisk`]), or None if
+    /// absent; like [`Machine::config_disk_file`], after QEMU exited.
+    pub fn data_disk_file(&self, i: usize, path: &str) -> Result<Option<Vec<u8>>> {
+        let img = self.launch.dir.join(crate::builder::data_image(i));
+        if !img.is_file() {
+            return Err(Error::ArtifactMissing {
+                what: format!("data disk {i} (the machine has none)"),
+                path: img,
+            });
+        }
+        crate::disk::ext4_read_file(&img, path)
+    }
+
+    /// Take drive `id` (`data0`, `config`, `media0`) and its device off the
+    /// command line: the next [`Machine::restart`] boots without it, as if
+    /// the disk were unplugged while the machine was off. Its file stays.
+    pub fn remove_drive(&mut self, id: &str) -> Result<()> {
+        self.launch.args = without_drive(&self.launch.args, id).ok_or_else(|| {
+            Error::unexpected("machine description", format!("no drive {id} to remove"))
+        })?;
+        Ok(())
+    }
+
     /// Quit QEMU and start it again with the same disk files (config disk,
     /// media overlays, UEFI variables), as a power cycle does.
     pub fn restart(&mut self) -> Result<()> {
@@ -463,6 +486,29 @@ impl Drop for Machine {
     }
 }
 
+/// `args` without the `-drive ..,id=ID` and `-device ..,drive=ID` pairs;
+/// None when there is no such drive.
+pub(crate) fn without_drive(args: &[String], id: &str) -> Option<Vec<String>> {
+    let has = |v: &str, kv: &str| v.split(',').any(|x| x == kv);
+    let (drive, device) = (format!("id={id}"), format!("drive={id}"));
+    let mut out = Vec::with_capacity(args.len());
+    let mut found = false;
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).map(String::as_str).unwrap_or("");
+        let ours = (args[i] == "-drive" && has(value, &drive))
+            || (args[i] == "-device" && has(value, &device));
+        if ours {
+            found = true;
+            i += 2;
+        } else {
+            out.push(args[i].clone());
+            i += 1;
+        }
+    }
+    found.then_some(out)
+}
+
 /// Start QEMU with the console on its stdio and stderr to a file.
 fn spawn(launch: &Launch, cmdline: &str) -> Result<(Child, ChildStdin, Console)> {
     let err_path = launch.dir.join("qemu.stderr.log");
@@ -525,4 +571,34 @@ fn stderr_tail(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("qemu.stderr.log")).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_drive;
+
+    #[test]
+    fn a_drive_and_its_device_come_off_the_command_line() {
+        let args: Vec<String> = [
+            "-m",
+            "2048",
+            "-drive",
+            "file=/t/data0.img,format=raw,if=none,id=data0",
+            "-device",
+            "virtio-blk-pci,drive=data0,serial=data0",
+            "-drive",
+            "file=/t/data01.img,format=raw,if=none,id=data01",
+            "-device",
+            "virtio-blk-pci,drive=data01,serial=data01",
+        ]
+        .map(String::from)
+        .to_vec();
+        let left = without_drive(&args, "data0").unwrap();
+        assert_eq!(left.len(), 6);
+        assert!(left
+            .iter()
+            .all(|a| !a.ends_with("id=data0") && !a.contains("drive=data0,")));
+        assert!(left.iter().any(|a| a.contains("id=data01")));
+        assert_eq!(without_drive(&args, "config"), None);
+    }
 }

@@ -22,6 +22,12 @@ pub enum FsType {
     Iso9660,
     /// ext2/3/4 (the config disk).
     Ext4,
+    /// XFS (a `[[mount]]`; probed by [`super::fsprobe`]).
+    Xfs,
+    /// btrfs (a `[[mount]]`).
+    Btrfs,
+    /// A Linux swap area (`[swap] device`); not mountable.
+    Swap,
 }
 
 impl FsType {
@@ -31,6 +37,9 @@ impl FsType {
             FsType::Vfat => "vfat",
             FsType::Iso9660 => "iso9660",
             FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+            FsType::Btrfs => "btrfs",
+            FsType::Swap => "swap",
         }
     }
 }
@@ -72,8 +81,9 @@ impl fmt::Display for Probe {
 }
 
 /// Bytes read from the start of a device: enough for the ISO 9660 primary
-/// volume descriptor at 0x8000 and the ext superblock at 0x400.
-pub const HEAD_LEN: usize = 0x8800;
+/// volume descriptor at 0x8000, the ext superblock at 0x400 and the btrfs
+/// superblock at 0x10000 ([`super::fsprobe::NEEDED`]).
+pub const HEAD_LEN: usize = super::fsprobe::NEEDED;
 
 fn trim_label(raw: &[u8]) -> Option<String> {
     let s: String = raw
@@ -222,7 +232,10 @@ pub fn probe<R: Read + Seek>(dev: &mut R) -> std::io::Result<Option<Probe>> {
     let mut head = vec![0u8; HEAD_LEN];
     let n = read_full(dev, &mut head)?;
     head.truncate(n);
-    if let Some(p) = probe_iso9660(&head).or_else(|| probe_ext(&head)) {
+    let known = probe_iso9660(&head)
+        .or_else(|| probe_ext(&head))
+        .or_else(|| super::fsprobe::probe_more(&head));
+    if let Some(p) = known {
         return Ok(Some(p));
     }
     let Some(boot) = probe_fat_boot(&head) else {
@@ -266,17 +279,8 @@ pub struct Found {
 /// One pass over the block devices: the first match, plus a summary of
 /// what was seen on each device for the error message.
 pub fn scan(sys: &Path, dev: &Path, spec: &DeviceSpec) -> (Option<Found>, Vec<String>) {
-    let mut names: Vec<String> = std::fs::read_dir(sys.join("class/block"))
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
     let mut seen = Vec::new();
-    for name in names {
+    for name in block_names(sys) {
         let node = dev.join(&name);
         match spec {
             DeviceSpec::Path(p) if p.file_name() != node.file_name() => {
@@ -315,6 +319,54 @@ pub fn scan(sys: &Path, dev: &Path, spec: &DeviceSpec) -> (Option<Found>, Vec<St
         }
     }
     (None, seen)
+}
+
+/// The block devices sysfs lists, in name order, without loop and RAM disks.
+fn block_names(sys: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sys.join("class/block"))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// What one block device holds, as [`list`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Its device node (`<dev>/NAME`).
+    pub device: PathBuf,
+    /// The file system on it, when one was recognised.
+    pub probe: Option<Probe>,
+    /// Why it could not be read, if so ("no medium").
+    pub error: Option<String>,
+}
+
+/// Probe every block device once (the mounts of host.toml resolve their
+/// `LABEL=` and `UUID=` against this list).
+pub fn list(sys: &Path, dev: &Path) -> Vec<Seen> {
+    block_names(sys)
+        .into_iter()
+        .map(|name| {
+            let device = dev.join(&name);
+            let (probe, error) = match File::open(&device).and_then(|mut f| probe(&mut f)) {
+                Ok(p) => (p, None),
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEDIUM) => {
+                    (None, Some("no medium".to_string()))
+                }
+                Err(e) => (None, Some(e.to_string())),
+            };
+            Seen {
+                device,
+                probe,
+                error,
+            }
+        })
+        .collect()
 }
 
 /// Scan every `interval` until `spec` shows up or `wait` has passed.

@@ -41,6 +41,7 @@ pub mod cmdline;
 #[allow(dead_code)]
 pub mod early;
 mod error;
+pub mod fsprobe;
 mod loopdev;
 pub mod manifest;
 pub mod media;

@@ -66,6 +66,10 @@ pub fn status(s: &Status) -> String {
         out.push('\n');
         out.push_str(&crate::vfio::render_table(&s.vfio));
     }
+    if !s.mounts.is_empty() {
+        out.push('\n');
+        mounts(&mut out, &s.mounts);
+    }
     if let Some(a) = &s.config_apply {
         let _ = writeln!(out, "\nlast config apply: {}: {}", a.state, a.message);
     }
@@ -73,6 +77,30 @@ pub fn status(s: &Status) -> String {
         let _ = writeln!(out, "\nlast error: {e}");
     }
     out
+}
+
+/// host.toml's mounts and swap: one row each.
+fn mounts(out: &mut String, rows: &[crate::mounts::MountStatus]) {
+    use crate::mounts::MountState;
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            let state = match r.state {
+                MountState::Mounted => "mounted",
+                MountState::Active => "active",
+                MountState::Waiting => "waiting",
+                MountState::Failed => "FAILED",
+            };
+            [
+                r.target.clone(),
+                r.what.clone(),
+                r.fstype.clone().unwrap_or_else(|| "-".into()),
+                state.to_string(),
+                r.detail.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(out, ["MOUNT", "WHAT", "TYPE", "STATE", "DETAIL"], &cells);
 }
 
 /// The outcome of `walden config apply` for a person.
@@ -233,6 +261,48 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("last error: config failed"), "{text}");
+    }
+
+    #[test]
+    fn renders_mounts_and_swap() {
+        use crate::mounts::{MountState, MountStatus};
+        let mut s = Status::new("pid1");
+        let row = |what: &str, target: &str, state, detail: &str| MountStatus {
+            what: what.into(),
+            target: target.into(),
+            fstype: Some("ext4".into()),
+            state,
+            detail: Some(detail.into()),
+        };
+        s.mounts = vec![
+            row(
+                "LABEL=DATA",
+                "/srv/data",
+                MountState::Failed,
+                "no disk with LABEL=DATA",
+            ),
+            row(
+                "/srv/data/swap",
+                "swap",
+                MountState::Waiting,
+                "waiting for /srv/data",
+            ),
+        ];
+        let text = status(&s);
+        assert!(
+            text.contains("MOUNT      WHAT            TYPE  STATE    DETAIL"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/srv/data  LABEL=DATA      ext4  FAILED   no disk with LABEL=DATA"),
+            "{text}"
+        );
+        // The protocol's field names.
+        let json = serde_json::to_value(&s.mounts[0]).unwrap_or_default();
+        assert_eq!(json["where"], "/srv/data");
+        assert_eq!(json["what"], "LABEL=DATA");
+        assert_eq!(json["state"], "failed");
+        assert_eq!(json["detail"], "no disk with LABEL=DATA");
     }
 
     #[test]

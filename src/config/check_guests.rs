@@ -18,6 +18,7 @@ pub(crate) fn check(host: &HostConfig, guests: &[GuestConfig], unparsed: &[Strin
     check_disk_io(guests, src);
     check_taps(guests, src);
     check_after(guests, unparsed, src);
+    super::check_mounts::check_guest_paths(host, guests, src);
 }
 
 /// QEMU refuses `aio=native` on a host page cache: io = "native" needs

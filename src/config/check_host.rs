@@ -64,17 +64,7 @@ pub(crate) fn check(host: &mut HostConfig, src: &Sources) {
     check_routes(&host.network, src);
     check_vfio(host, src);
     check_services(host, src);
-    let mut targets = HashMap::new();
-    for m in &host.mounts {
-        if let Some(first) = targets.insert(&m.target, &m.at) {
-            src.error(
-                &m.at,
-                "where",
-                format!("{} is already mounted by {}", m.target.display(), first.key),
-                "mount each directory once",
-            );
-        }
-    }
+    super::check_mounts::check_host(host, src);
 }
 
 fn check_names(net: &NetworkConfig, src: &Sources) {

@@ -42,6 +42,30 @@ pub struct GuestConfig {
     pub vnc: bool,
 }
 
+impl GuestConfig {
+    /// Every host file the guest uses (disk images, their bases, the
+    /// direct-boot kernel and initrd) with its key in the guest file
+    /// (`disk[0].path`, `boot.kernel`): what must be there before it starts.
+    pub fn host_paths(&self) -> Vec<(String, &std::path::Path)> {
+        let mut out = Vec::new();
+        for d in &self.disks {
+            if let DiskSource::File { path, base, .. } = &d.source {
+                out.push((d.at.sub("path"), path.as_path()));
+                if let Some(b) = base {
+                    out.push((d.at.sub("base"), b.as_path()));
+                }
+            }
+        }
+        if let Boot::Kernel { kernel, initrd, .. } = &self.boot {
+            out.push(("boot.kernel".to_string(), kernel.as_path()));
+            if let Some(i) = initrd {
+                out.push(("boot.initrd".to_string(), i.as_path()));
+            }
+        }
+        out
+    }
+}
+
 /// `cpu = { weight = .., max = ".." }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuConfig {

@@ -2,13 +2,14 @@
 //! keys, health timeout and extra services.
 
 use super::ids::{Hostname, Name, PciAddress, PciId};
+use super::mount;
+pub use super::mount::{MountConfig, MountSource, SwapConfig};
 use super::network::NetworkConfig;
 use super::network_read;
 use super::reader::{self, Tbl, Val};
 use super::service::{self, ServiceConfig};
 use super::source::At;
-use super::units::{HumanDuration, Size};
-use std::path::PathBuf;
+use super::units::HumanDuration;
 use std::time::Duration;
 
 /// Everything host.toml says.
@@ -125,53 +126,6 @@ pub struct VfioDevice {
     pub label: Option<Name>,
 }
 
-/// What to mount or swap on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountSource {
-    /// "LABEL=.."
-    Label(String),
-    /// "UUID=.."
-    Uuid(String),
-    /// A device path under /dev.
-    Device(PathBuf),
-}
-
-/// A `[[mount]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountConfig {
-    /// Origin in host.toml.
-    pub at: At,
-    /// `what`.
-    pub what: MountSource,
-    /// `where`: absolute mount point.
-    pub target: PathBuf,
-    /// File system type; probed when absent.
-    pub fstype: Option<String>,
-    /// Mount options.
-    pub options: Vec<String>,
-    /// Mount read-only.
-    pub read_only: bool,
-}
-
-/// `[swap]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SwapConfig {
-    /// A swap file, created with `size` when missing.
-    File {
-        /// Absolute path.
-        path: PathBuf,
-        /// Size.
-        size: Size,
-    },
-    /// A swap partition.
-    Device(MountSource),
-}
-
-/// Mount points walden owns; `[[mount]]` may not use them.
-const RESERVED_MOUNTS: &[&str] = &[
-    "/", "/config", "/etc", "/proc", "/sys", "/dev", "/run", "/tmp", "/var",
-];
-
 /// Read host.toml's root table.
 pub(crate) fn read(root: &Tbl<'_>) -> HostConfig {
     reader::schema(root);
@@ -198,12 +152,15 @@ pub(crate) fn read(root: &Tbl<'_>) -> HostConfig {
         });
     let each = |key: &'static str| root.opt(key).and_then(|v| v.tables()).unwrap_or_default();
     let vfio = each("vfio").into_iter().filter_map(vfio).collect();
-    let mounts = each("mount").into_iter().filter_map(mount).collect();
+    let mounts = each("mount").into_iter().filter_map(mount::mount).collect();
     let services = each("service")
         .into_iter()
         .filter_map(service::read)
         .collect();
-    let swap = root.opt("swap").and_then(|v| v.table()).and_then(swap);
+    let swap = root
+        .opt("swap")
+        .and_then(|v| v.table())
+        .and_then(mount::swap);
     let ssh = root
         .opt("ssh")
         .and_then(|v| v.table())
@@ -354,83 +311,6 @@ fn vfio(t: Tbl<'_>) -> Option<VfioDevice> {
         select: select?,
         label,
     })
-}
-
-fn source(v: &Val<'_>) -> Option<MountSource> {
-    let s = v.str()?;
-    let hint = "write \"LABEL=..\", \"UUID=..\" or a device path like \"/dev/disk/by-id/..\"";
-    if let Some(l) = s.strip_prefix("LABEL=").filter(|l| !l.is_empty()) {
-        Some(MountSource::Label(l.to_string()))
-    } else if let Some(u) = s.strip_prefix("UUID=").filter(|u| !u.is_empty()) {
-        Some(MountSource::Uuid(u.to_string()))
-    } else if s.starts_with("/dev/") {
-        Some(MountSource::Device(s.into()))
-    } else {
-        v.error(format!("invalid device {s:?}"), hint)
-    }
-}
-
-fn mount(t: Tbl<'_>) -> Option<MountConfig> {
-    let what = t
-        .req("what", "e.g. what = \"LABEL=vmstore\"")
-        .and_then(|v| source(&v));
-    let target = t
-        .req("where", "e.g. where = \"/var/lib/walden/vm\"")
-        .and_then(|v| {
-            let p = v.abs_path()?;
-            if RESERVED_MOUNTS.iter().any(|r| p == std::path::Path::new(r)) {
-                return v.error(
-                    format!("{} is managed by walden", p.display()),
-                    "mount below it instead, e.g. /var/lib/walden/NAME",
-                );
-            }
-            Some(p)
-        });
-    let fstype = t.opt("fstype").and_then(|v| v.str().map(str::to_string));
-    let options = t.opt("options").map(|v| v.str_list()).unwrap_or_default();
-    let read_only = t.opt("read_only").and_then(|v| v.bool()).unwrap_or(false);
-    let at = t.at();
-    t.finish();
-    Some(MountConfig {
-        at,
-        what: what?,
-        target: target?,
-        fstype,
-        options,
-        read_only,
-    })
-}
-
-fn swap(t: Tbl<'_>) -> Option<SwapConfig> {
-    let file = t.opt("file").and_then(|v| v.abs_path());
-    let size = t.opt("size").and_then(|v| v.parse::<Size>());
-    let device = t.opt("device").and_then(|v| source(&v));
-    let hint = "write file = \"/var/swapfile\" with size = \"4GiB\", or device = \"LABEL=swap\"";
-    let out = match (t.opt("file").is_some(), t.opt("device").is_some()) {
-        (true, true) => {
-            t.error("give `file` or `device`, not both", hint);
-            None
-        }
-        (false, false) => {
-            t.error("[swap] needs `file` or `device`", hint);
-            None
-        }
-        (true, false) => {
-            if t.opt("size").is_none() {
-                t.error("a swap file needs `size`", "e.g. size = \"4GiB\"");
-            }
-            file.zip(size)
-                .map(|(path, size)| SwapConfig::File { path, size })
-        }
-        (false, true) => {
-            if t.opt("size").is_some() {
-                t.error("`size` only applies to a swap file", "remove size");
-            }
-            device.map(SwapConfig::Device)
-        }
-    };
-    t.finish();
-    out
 }
 
 fn ssh(t: Tbl<'_>) -> SshConfig {

@@ -21,6 +21,7 @@
 mod check;
 mod check_guests;
 mod check_host;
+mod check_mounts;
 mod diag;
 mod error;
 mod facts;
@@ -29,6 +30,7 @@ mod guest_read;
 mod host;
 mod ids;
 mod load;
+mod mount;
 mod network;
 mod network_read;
 mod order;
@@ -63,6 +65,8 @@ pub use host::{
 pub use ids::{Hostname, IfName, IpNet, LinkRef, MacAddr, Name, PciAddress, PciId, VlanId};
 #[allow(unused_imports)]
 pub use load::{from_strs, load};
+#[allow(unused_imports)]
+pub use mount::{lexical, mounts_holding, LOCAL_FSTYPES, NETWORK_FSTYPES};
 #[allow(unused_imports)]
 pub use network::{
     Addressing, BondConfig, BondMode, BridgeConfig, BridgePort, DnsConfig, HashPolicy, LacpRate,

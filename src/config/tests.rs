@@ -295,3 +295,49 @@ fn diagnostics_serialize_for_json() {
     assert_eq!(json[0]["key"], "hostnmae");
     assert_eq!(json[0]["hint"], "did you mean `hostname`?");
 }
+
+#[test]
+fn guest_disks_on_no_mount_are_a_warning() {
+    let host = "schema = 1\nhostname = \"h\"\n[[network.bridge]]\nname = \"br0\"\ndhcp = true\n\
+                [[mount]]\nwhat = \"LABEL=vm\"\nwhere = \"/srv/vm\"\n";
+    let guest = "schema = 1\nmemory = \"64MiB\"\n\
+                 [boot]\nkernel = \"/config/images/k\"\n\
+                 [[disk]]\npath = \"/srv/vm/a.qcow2\"\nbase = \"/var/lib/walden/base.qcow2\"\n\
+                 [[disk]]\npath = \"/srv/other/../vm/b.qcow2\"\nsize = \"1GiB\"\n\
+                 [[disk]]\npath = \"/srv/vmx/c.qcow2\"\nsize = \"1GiB\"\n";
+    let c = from_strs(host, &[("a", guest)]).unwrap_or_else(|d| panic!("{d}"));
+    let got: Vec<(String, u32, String)> = c
+        .warnings
+        .iter()
+        .map(|w| (w.key.clone(), w.line, w.message.clone()))
+        .collect();
+    // The kernel on the config disk is fine; /srv/other/../vm is /srv/vm;
+    // /srv/vmx is not under /srv/vm.
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0].0, "disk[0].base");
+    assert!(
+        got[0]
+            .2
+            .contains("the /var overlay, whose upper layer is on the config disk"),
+        "{got:?}"
+    );
+    assert_eq!((got[1].0.as_str(), got[1].1), ("disk[2].path", 12));
+    assert!(got[1].2.contains("lives in RAM"), "{got:?}");
+}
+
+#[test]
+fn network_shares_and_partuuids_are_mounts() {
+    let host = "schema = 1\nhostname = \"h\"\n[[network.bridge]]\nname = \"br0\"\ndhcp = true\n\
+                [[mount]]\nwhat = \"nas:/export/vm\"\nwhere = \"/srv/nfs\"\nfstype = \"nfs4\"\n\
+                [[mount]]\nwhat = \"//nas/iso\"\nwhere = \"/srv/iso\"\nfstype = \"cifs\"\n\
+                options = [\"guest\", \"vers=3.0\"]\nread_only = true\n\
+                [[mount]]\nwhat = \"PARTUUID=0a1b-02\"\nwhere = \"/srv/vm\"\n\
+                [swap]\nfile = \"/srv/vm/swap\"\nsize = \"1GiB\"\n";
+    let c = from_strs(host, &[]).unwrap_or_else(|d| panic!("{d}"));
+    let m = &c.host.mounts;
+    assert_eq!(m[0].what, MountSource::Network("nas:/export/vm".into()));
+    assert!(m[0].is_network() && m[1].is_network() && !m[2].is_network());
+    assert_eq!(m[1].options, ["guest", "vers=3.0"]);
+    assert_eq!(m[2].what, MountSource::PartUuid("0a1b-02".into()));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}

@@ -31,6 +31,8 @@ struct Recorder {
     umount_errors: RefCell<HashMap<PathBuf, Vec<i32>>>,
     remount_errors: HashMap<PathBuf, i32>,
     mountinfo: Option<String>,
+    /// /proc/swaps; [`SWAPS`] when unset.
+    swaps: Option<String>,
 }
 
 impl Recorder {
@@ -76,7 +78,7 @@ impl Machine for Recorder {
         true
     }
     fn read_swaps(&self) -> io::Result<String> {
-        Ok(SWAPS.to_string())
+        Ok(self.swaps.clone().unwrap_or_else(|| SWAPS.to_string()))
     }
     fn swapoff(&self, path: &Path) -> io::Result<()> {
         self.push(Call::Swapoff(path.to_path_buf()));
@@ -315,5 +317,53 @@ fn scope_of_this_test_process() {
     assert_eq!(
         Scope::detect(Path::new("/nonexistent-proc")),
         Scope::InitialNamespace
+    );
+}
+
+/// host.toml's [[mount]]s come up after /config and the overlays (steps
+/// "mounts" and "network-mounts"), so they are later in mountinfo: the
+/// reverse order takes them down first, children before parents, and the
+/// swap file on one of them is off before any unmount.
+#[test]
+fn host_mounts_and_the_swap_file_on_them_go_before_the_config_disk() {
+    let mountinfo = "\
+20 1 7:0 / / ro,relatime - squashfs /dev/loop0 ro
+21 20 0:5 / /dev rw,nosuid - devtmpfs devtmpfs rw
+22 20 0:21 / /proc rw - proc proc rw
+30 20 253:1 / /config rw,relatime - ext4 /dev/vda rw
+31 20 0:30 / /etc rw,relatime - overlay overlay rw
+32 20 0:31 / /var rw,relatime - overlay overlay rw
+40 20 253:16 / /srv/data rw,noatime - ext4 /dev/vdb rw
+41 40 253:32 / /srv/data/fast rw - xfs /dev/vdc rw
+42 20 0:40 / /srv/nfs rw - nfs4 nas:/vm rw
+";
+    let machine = Recorder {
+        mountinfo: Some(mountinfo.to_string()),
+        swaps: Some(
+            "Filename Type Size Used Priority\n/srv/data/swapfile file 65532 0 -2\n".to_string(),
+        ),
+        ..Recorder::default()
+    };
+    final_shutdown(&machine, Action::PowerOff, Scope::InitialNamespace);
+    let order: Vec<String> = machine
+        .effects()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Swapoff(p) => Some(format!("swapoff {}", p.display())),
+            Call::Umount(p, _) => Some(format!("umount {}", p.display())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "swapoff /srv/data/swapfile",
+            "umount /srv/nfs",
+            "umount /srv/data/fast",
+            "umount /srv/data",
+            "umount /var",
+            "umount /etc",
+            "umount /config",
+        ]
     );
 }

@@ -4,8 +4,9 @@
 //! (`walden.vfio=`) -> udevd + coldplug triggers -> config disk -> /etc
 //! and /var overlays -> config (last-known-good on refusal) -> hostname ->
 //! host files -> consoles -> libvirt -> udev settle (the coldplug runs
-//! alongside the steps since the triggers) -> control port -> network -> vfio
-//! -> services -> guests -> record the config generation -> health. Under systemd the host's own mounts and
+//! alongside the steps since the triggers) -> control port -> mounts (data
+//! disks, swap) -> network -> vfio -> services -> network mounts -> guests
+//! -> record the config generation -> health. Under systemd the host's own mounts and
 //! devices are used: config, network, vfio, services, generation. In a
 //! container or standalone: only config and services. Steps that do not
 //! apply say why in status.
@@ -71,6 +72,9 @@ pub fn steps(mode: Mode) -> Vec<Step> {
         steps.push(Step::new("udev-settle", udev_settle));
         // The virtio port's driver is loaded by the coldplug.
         steps.push(Step::new("control-port", control_port));
+        // Data disks and swap once udev named the disks; before the
+        // network, whose DHCP clients and guests may need them.
+        steps.push(Step::new("mounts", super::mounts_steps::local_step));
     }
     // Binding host devices is for a real host (the appliance, or a distro
     // under systemd); never in standalone/container runs against a test root.
@@ -80,6 +84,13 @@ pub fn steps(mode: Mode) -> Vec<Step> {
         steps.push(Step::new("vfio", crate::vfio::config_step));
     }
     steps.push(services_step(SERVICES_READY));
+    if mode == Mode::Pid1 {
+        // nfs/cifs shares once the DHCP clients (services) may have a lease.
+        steps.push(Step::new(
+            "network-mounts",
+            super::mounts_steps::network_step,
+        ));
+    }
     if matches!(mode, Mode::Pid1 | Mode::Systemd) {
         // Guests in `after` order once libvirtd is ready (issue 7).
         steps.push(Step::new(

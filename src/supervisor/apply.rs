@@ -4,10 +4,12 @@
 //! Apply = validate everything first (nothing is touched when any file is
 //! wrong) -> install the new set on the config disk in one crash-safe step
 //! (`state::journal`) -> run the config part of the bring-up table again:
-//! config, hostname, host files, network, vfio, services, guests. Each of
-//! those is a reconcile: the network planner changes only what differs,
-//! vfio binds/unbinds only changed devices, services are added, removed or
-//! restarted only when their definition changed.
+//! config, hostname, host files, mounts, network, vfio, services, network
+//! mounts, guests. Each of those is a reconcile: the network planner
+//! changes only what differs, mounts and swap are mounted, unmounted or
+//! redone only when their entry changed, vfio binds/unbinds only changed
+//! devices, services are added, removed or restarted only when their
+//! definition changed.
 //!
 //! A config that applied cleanly is recorded as a generation
 //! (last-known-good). When it changed the network and `[network]
@@ -45,9 +47,11 @@ const APPLY_STEPS: &[&str] = &[
     "hostname",
     "watchdog",
     "host-files",
+    "mounts",
     "network",
     "vfio",
     "services",
+    "network-mounts",
     "guests",
 ];
 

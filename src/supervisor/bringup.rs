@@ -7,6 +7,7 @@ use super::service::ServiceSpec;
 use super::status::{Phase, ServiceState, StepState, StepStatus};
 use crate::config::Config;
 use crate::context::Paths;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -120,6 +121,12 @@ pub struct BringUp {
     /// The guest runtime, once the "guests" step made it (for the control
     /// socket and the orderly shutdown).
     pub guests: Option<crate::guests::runtime::GuestHandle>,
+    /// What the mounts steps mounted and turned on, and their rows.
+    pub mounts: crate::mounts::MountsState,
+    /// Guests the host keeps from starting, by source ("mounts", ...):
+    /// guest -> reason. Steps fill it; the guests step hands it to the
+    /// runtime ([`crate::guests::runtime::GuestHandle::set_host_blocks`]).
+    pub host_blocks: BTreeMap<&'static str, BTreeMap<String, String>>,
     /// `[network]` as the "network" step last applied it: what a later
     /// apply compares with to undo removed keys (`net::undo`).
     pub network_applied: Option<crate::config::NetworkConfig>,
@@ -135,6 +142,8 @@ impl BringUp {
             config: None,
             restart_changed: false,
             guests: None,
+            mounts: Default::default(),
+            host_blocks: BTreeMap::new(),
             network_applied: None,
         }
     }

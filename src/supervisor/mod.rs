@@ -29,6 +29,7 @@ pub mod config_state;
 pub mod config_watch;
 pub mod engine;
 pub mod host_files;
+pub mod mounts_steps;
 pub mod notify;
 pub mod reaper;
 pub mod runtime;

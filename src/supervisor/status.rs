@@ -139,6 +139,9 @@ pub struct Status {
     /// Guests (guests/*.toml) as the guest runtime sees them.
     #[serde(default)]
     pub guests: Vec<crate::guests::runtime::GuestStatus>,
+    /// host.toml's `[[mount]]`s and `[swap]`: what, where, state, detail.
+    #[serde(default)]
+    pub mounts: Vec<crate::mounts::MountStatus>,
 }
 
 impl Status {
@@ -162,6 +165,7 @@ impl Status {
             config_apply: None,
             boot_image: None,
             guests: Vec::new(),
+            mounts: Vec::new(),
         }
     }
 }

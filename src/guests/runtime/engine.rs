@@ -301,12 +301,9 @@ impl Engine {
         }
     }
 
-    /// Every wanted guest is running or failed.
+    /// Every wanted guest is running, failed, or held back by the host.
     pub fn settled(&self) -> bool {
-        lock(&self.table)
-            .entries
-            .iter()
-            .all(|e| !e.want || matches!(e.state, GuestState::Running | GuestState::Failed))
+        lock(&self.table).settled()
     }
 
     /// The monitor thread's body: a turn every poll interval (sooner when

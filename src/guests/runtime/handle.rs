@@ -10,6 +10,7 @@ use super::policy::Policy;
 use super::table::{Entry, GuestState, GuestStatus, StopOp, ThenDo};
 use crate::config::Config;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -217,6 +218,22 @@ impl GuestHandle {
         self.forget_orphans(config, &mut report);
         engine.poke();
         Ok(report)
+    }
+
+    /// Replace what host source `source` ("mounts", "vfio", ...) keeps
+    /// from starting: guest name -> reason. A wanted guest with a block
+    /// waits (status `waiting`, `last_error` = the reason) and is never
+    /// started; once its blocks are gone the next turn starts it. Running
+    /// guests are not touched.
+    pub fn set_host_blocks(&self, source: &str, blocks: BTreeMap<String, String>) {
+        let mut table = lock(&self.engine.table);
+        if blocks.is_empty() {
+            table.host_blocks.remove(source);
+        } else {
+            table.host_blocks.insert(source.to_string(), blocks);
+        }
+        drop(table);
+        self.engine.poke();
     }
 
     /// Start guest `name` (also after a failure: the crash count starts over).

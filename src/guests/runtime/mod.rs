@@ -37,6 +37,8 @@ pub mod step;
 pub mod table;
 
 #[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
 mod tests;
 
 // The public API other modules use; not every name is used outside yet.

@@ -34,10 +34,15 @@ pub enum Action {
 enum Prereq {
     Ready,
     Waiting(String),
+    /// Waiting for the host (a host block, or a prerequisite held by one).
+    Held(String),
     Failed(String),
 }
 
 fn prereq(table: &Table, active: &dyn Fn(&str) -> bool, g: &GuestConfig) -> Prereq {
+    if let Some(why) = table.host_block(g.name.as_str()) {
+        return Prereq::Held(why.to_string());
+    }
     for dep in &g.after {
         let dep = dep.as_str();
         if active(dep) {
@@ -54,6 +59,10 @@ fn prereq(table: &Table, active: &dyn Fn(&str) -> bool, g: &GuestConfig) -> Prer
             )),
             GuestState::Stopped if !d.want => Prereq::Waiting(format!(
                 "waiting for {dep}, which is stopped (`walden guest start {dep}`)"
+            )),
+            _ if d.held => Prereq::Held(format!(
+                "waiting for {dep}, which is {}",
+                d.last_error.as_deref().unwrap_or("held by the host")
             )),
             _ => Prereq::Waiting(format!("waiting for {dep} to run")),
         };
@@ -89,6 +98,7 @@ pub fn plan(
             }
         };
         let e = &mut table.entries[i];
+        e.held = matches!(verdict, Some(Prereq::Held(_)));
         let name = e.name().to_string();
         let obs = observed.get(&name);
         let active = is_active(&name);
@@ -226,6 +236,13 @@ pub fn plan(
                 xml: e.xml.clone(),
             }),
             Some(Prereq::Waiting(why)) => {
+                e.state = GuestState::Waiting;
+                e.last_error = Some(why);
+            }
+            Some(Prereq::Held(why)) => {
+                if e.last_error.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(guest = %name, "not started: {why}");
+                }
                 e.state = GuestState::Waiting;
                 e.last_error = Some(why);
             }

@@ -47,6 +47,10 @@ pub fn guests_step(b: &mut BringUp) -> Result<StepOutcome, StepError> {
             h
         }
     };
+    // What other steps (mounts, ...) keep from starting, as they last saw it.
+    for (source, blocks) in &b.host_blocks {
+        handle.set_host_blocks(source, blocks.clone());
+    }
     if config.guests.is_empty() && handle.statuses().is_empty() {
         // Watching from now on: `walden config apply` may add guests.
         handle

@@ -4,13 +4,15 @@
 use super::policy::RestartState;
 use crate::config::GuestConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// A guest's state as walden reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GuestState {
-    /// Waiting for the guests in its `after` list to run.
+    /// Waiting for the guests in its `after` list to run, or for the host
+    /// (a mount its disks live on; `last_error` says which).
     Waiting,
     /// Running (QEMU is up; the guest OS may still be booting).
     Running,
@@ -121,6 +123,9 @@ pub struct Entry {
     pub restart_state: RestartState,
     /// A stop in progress.
     pub stop: Option<StopOp>,
+    /// Kept waiting by the host (a host block, or a prerequisite that is):
+    /// waiting is all it can do, so bring-up does not wait for it.
+    pub held: bool,
 }
 
 impl Entry {
@@ -143,6 +148,7 @@ impl Entry {
             next_start: None,
             restart_state: RestartState::default(),
             stop: None,
+            held: false,
         }
     }
 
@@ -188,9 +194,29 @@ pub struct Table {
     pub entries: Vec<Entry>,
     /// Host shutdown in progress: nothing starts any more.
     pub shutting_down: bool,
+    /// Why the host keeps guests from starting, by source ("mounts",
+    /// "vfio"): guest name -> reason. A blocked guest waits.
+    pub host_blocks: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Table {
+    /// Why the host keeps guest `name` from starting (the first source's
+    /// reason), if it does.
+    pub fn host_block(&self, name: &str) -> Option<&str> {
+        self.host_blocks
+            .values()
+            .find_map(|blocks| blocks.get(name))
+            .map(String::as_str)
+    }
+
+    /// Every wanted guest is running, failed, or held back by the host
+    /// (bring-up need not wait for it).
+    pub fn settled(&self) -> bool {
+        self.entries.iter().all(|e| {
+            !e.want || e.held || matches!(e.state, GuestState::Running | GuestState::Failed)
+        })
+    }
+
     /// The entry called `name`.
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.name() == name)
