@@ -8,7 +8,7 @@ export WALDEN_VERSION ?= $(VERSION)
 
 # Debian packages needed to build and test (the image's build deps are listed
 # in image/build-deps.txt so image/build.sh can install them on its own too).
-TEST_DEPS := util-linux iproute2 iputils-ping procps e2fsprogs qemu-system-x86 qemu-utils ovmf libvirt-dev pkgconf libvirt-clients libxml2-utils openssh-client
+TEST_DEPS := util-linux iproute2 iputils-ping procps e2fsprogs xfsprogs qemu-system-x86 qemu-utils ovmf libvirt-dev pkgconf libvirt-clients libxml2-utils openssh-client
 
 .PHONY: all deps build test test-unit test-privileged test-qemu lint image run bench clean
 

@@ -60,13 +60,16 @@ impl ConfigDisk {
     }
 }
 
-/// An extra disk with an empty ext4 file system (`mkfs.ext4 -L LABEL`),
-/// on virtio-blk; its file stays across [`Machine::restart`] like the
-/// config disk. Read it after power-off with [`Machine::data_disk_file`].
+/// An extra disk with a file system labelled LABEL (ext4 or XFS, empty or
+/// seeded from a directory), on virtio-blk; its file stays across
+/// [`Machine::restart`] like the config disk. Read an ext4 one after
+/// power-off with [`Machine::data_disk_file`].
 #[derive(Debug, Clone)]
 pub struct DataDisk {
     label: String,
     size_mib: u64,
+    fs: disk::DataFs,
+    seed: Option<PathBuf>,
 }
 
 impl DataDisk {
@@ -75,7 +78,24 @@ impl DataDisk {
         Self {
             label: label.to_string(),
             size_mib,
+            fs: disk::DataFs::Ext4,
+            seed: None,
         }
+    }
+
+    /// An XFS disk of `size_mib` (at least 300) labelled `label`
+    /// (mkfs.xfs, Debian's xfsprogs).
+    pub fn xfs(label: &str, size_mib: u64) -> Self {
+        Self {
+            fs: disk::DataFs::Xfs,
+            ..Self::ext4(label, size_mib)
+        }
+    }
+
+    /// The file system starts with the files of `dir` (owned by root).
+    pub fn with_files(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.seed = Some(dir.into());
+        self
     }
 }
 
@@ -368,7 +388,7 @@ impl MachineBuilder {
         }
         for (i, d) in self.data.iter().enumerate() {
             let img = self.dir.join(data_image(i));
-            disk::ext4_empty(&img, &d.label, d.size_mib)?;
+            disk::data_fs(&img, d.fs, &d.label, d.size_mib, d.seed.as_deref())?;
             a.push("-drive".into());
             a.push(format!("file={},format=raw,if=none,id=data{i}", s(&img)));
             a.push("-device".into());

@@ -86,6 +86,81 @@ pub fn ext4_empty(dest: &Path, label: &str, size_mib: u64) -> Result<()> {
     Ok(())
 }
 
+/// File systems of [`data_fs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFs {
+    /// ext4 (mkfs.ext4; seeded with `-d DIR`).
+    Ext4,
+    /// XFS (mkfs.xfs; seeded through a prototype file, `-p`).
+    Xfs,
+}
+
+/// A raw image `dest` of `size_mib` with file system `fs` labelled
+/// `label`, empty or with the files of `seed` (no mount needed).
+pub fn data_fs(
+    dest: &Path,
+    fs: DataFs,
+    label: &str,
+    size_mib: u64,
+    seed: Option<&Path>,
+) -> Result<()> {
+    match (fs, seed) {
+        (DataFs::Ext4, None) => ext4_empty(dest, label, size_mib),
+        (DataFs::Ext4, Some(dir)) => ext4_from_dir(dir, dest, label, size_mib),
+        (DataFs::Xfs, seed) => {
+            let file = File::create(dest).map_err(|e| Error::io("create", dest, e))?;
+            file.set_len(size_mib * 1024 * 1024)
+                .map_err(|e| Error::io("size", dest, e))?;
+            drop(file);
+            let mut args: Vec<std::ffi::OsString> =
+                vec!["-q".into(), "-f".into(), "-L".into(), label.into()];
+            let proto = dest.with_extension("proto");
+            if let Some(dir) = seed {
+                std::fs::write(&proto, xfs_proto(dir)?)
+                    .map_err(|e| Error::io("write", &proto, e))?;
+                args.extend(["-p".into(), proto.clone().into_os_string()]);
+            }
+            args.push(dest.as_os_str().to_owned());
+            run("mkfs.xfs", &args)?;
+            let _ = std::fs::remove_file(&proto);
+            Ok(())
+        }
+    }
+}
+
+/// mkfs.xfs's prototype file for the tree `dir`: regular files and
+/// directories, root-owned, modes as on disk (see mkfs.xfs(8), -p).
+pub fn xfs_proto(dir: &Path) -> Result<String> {
+    use std::fmt::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(dir: &Path, depth: usize, out: &mut String) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io("read", dir, e))?
+            .filter_map(|e| e.ok())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let meta = std::fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
+            let mode = meta.permissions().mode() & 0o777;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pad = " ".repeat(depth);
+            if meta.is_dir() {
+                let _ = writeln!(out, "{pad}{name} d--{mode:03o} 0 0");
+                walk(&path, depth + 1, out)?;
+                let _ = writeln!(out, "{pad}$");
+            } else {
+                let _ = writeln!(out, "{pad}{name} ---{mode:03o} 0 0 {}", path.display());
+            }
+        }
+        Ok(())
+    }
+    let mut out = String::from("/dev/null\n0 0\nd--755 0 0\n");
+    walk(dir, 1, &mut out)?;
+    out.push_str("$\n");
+    Ok(out)
+}
+
 /// Copy the directory tree `src` to `dest` (emptied first): files,
 /// directories and symbolic links, as `mkfs.ext4 -d` will read them.
 pub fn copy_dir(src: &Path, dest: &Path) -> Result<()> {

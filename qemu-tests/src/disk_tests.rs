@@ -176,3 +176,27 @@ fn copy_dir_copies_files_subdirectories_and_links_into_an_emptied_dest() {
     // The source stays as it was.
     assert!(src.join("host.toml").is_file());
 }
+
+#[test]
+fn an_xfs_data_disk_is_seeded_from_a_directory_without_mounting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = tmp.path().join("seed");
+    std::fs::create_dir_all(seed.join("images")).unwrap();
+    std::fs::write(seed.join("images/base.qcow2"), b"QFI\xfbplaceholder").unwrap();
+    std::fs::write(seed.join("top"), b"x").unwrap();
+    let proto = xfs_proto(&seed).unwrap();
+    assert!(proto.starts_with("/dev/null\n0 0\nd--755 0 0\n"), "{proto}");
+    assert!(proto.contains(" images d--"), "{proto}");
+    assert!(proto.contains("  base.qcow2 ---"), "{proto}");
+    let img = tmp.path().join("data.img");
+    data_fs(&img, DataFs::Xfs, "vmstore", 320, Some(&seed)).unwrap();
+    // xfs_db reads the new file system offline: label and the seeded file.
+    let out = std::process::Command::new("xfs_db")
+        .args(["-r", "-c", "label", "-c", "ls /images"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("label = \"vmstore\""), "{text}");
+    assert!(text.contains("base.qcow2"), "{text}");
+}

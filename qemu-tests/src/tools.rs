@@ -13,6 +13,7 @@ fn package_of(tool: &str) -> &'static str {
     match tool {
         "qemu-img" | "qemu-io" => "qemu-utils",
         "mkfs.ext4" | "debugfs" => "e2fsprogs",
+        "mkfs.xfs" => "xfsprogs",
         "sfdisk" => "fdisk",
         t if t.starts_with('m') => "mtools",
         t if t.starts_with("qemu-system") => "qemu-system-x86",
