@@ -17,9 +17,10 @@
 #   WALDEN_RUN_SSH_PORT=PORT        forward 127.0.0.1:PORT to the box's sshd
 #                                   (`ssh -p PORT root@127.0.0.1` once host.toml
 #                                   has your key in [ssh] authorized_keys)
-#   WALDEN_RUN_CPU=MODEL            QEMU's -cpu (default: QEMU's own, qemu64;
-#                                   `max` exposes SVM, and nested guests then
-#                                   run under KVM-on-TCG, which has hung hosts)
+#   WALDEN_RUN_CPU=MODEL            QEMU's -cpu (default qemu64,-svm: QEMU's
+#                                   own model without SVM, so nested guests run
+#                                   under TCG; KVM-on-TCG has hung and crashed
+#                                   QEMU 7.2, see qemu-tests/src/builder.rs)
 #
 # The config disk (ext4, label WALDEN-CONFIG) is made fresh from the config
 # directory on every run; the boot media is a fresh copy of the built image,
@@ -59,8 +60,7 @@ rm -f "$run/config.img"
 truncate -s 256M "$run/config.img"
 mkfs.ext4 -q -F -L WALDEN-CONFIG -d "$run/config-src" "$run/config.img"
 
-args=(-accel tcg -m 2048 -smp 2 -nographic)
-[ -z "${WALDEN_RUN_CPU:-}" ] || args+=(-cpu "$WALDEN_RUN_CPU")
+args=(-accel tcg -cpu "${WALDEN_RUN_CPU:-qemu64,-svm}" -m 2048 -smp 2 -nographic)
 # A config with [[vfio]] gets something to pass through: an emulated Intel
 # IOMMU and a spare e1000e at 0000:00:10.0 (examples/appliance-qemu).
 if grep -qs '^\[\[vfio\]\]' "$config/host.toml"; then
