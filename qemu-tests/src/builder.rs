@@ -512,12 +512,7 @@ pub fn accel_args() -> Vec<String> {
     // (examples.rs, bonded-vlans' db), and issue 20 records hosts hanging
     // with both vCPUs in the kernel as a nested guest started. Without SVM
     // the nested guests run under TCG, as fast here for the tiny guests.
-    vec![
-        "-accel".into(),
-        "tcg".into(),
-        "-cpu".into(),
-        TCG_CPU.into(),
-    ]
+    vec!["-accel".into(), "tcg".into(), "-cpu".into(), TCG_CPU.into()]
 }
 
 /// The outer machine's CPU under TCG: QEMU's default model without SVM.

@@ -12,6 +12,9 @@
 use crate::config::{GuestConfig, VlanId};
 use sha2::{Digest, Sha256};
 
+/// Every guest tap device's name starts with this.
+pub const TAP_PREFIX: &str = "wg-";
+
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 
@@ -25,7 +28,7 @@ pub const IFNAME_MAX: usize = 15;
 /// same prefix collide only when their 24-bit hashes match, which the config
 /// check reports (rename one guest).
 pub fn tap_name(guest: &str, index: usize) -> String {
-    let full = format!("wg-{guest}-{index}");
+    let full = format!("{TAP_PREFIX}{guest}-{index}");
     if full.len() <= IFNAME_MAX {
         return full;
     }
@@ -36,7 +39,7 @@ pub fn tap_name(guest: &str, index: usize) -> String {
     // Guest names are ASCII (config::Name), so any byte index is a char
     // boundary; `get` keeps this panic-free regardless.
     let prefix = guest.get(..keep.min(guest.len())).unwrap_or("");
-    format!("wg-{prefix}{hash}{suffix}")
+    format!("{TAP_PREFIX}{prefix}{hash}{suffix}")
 }
 
 /// Every NIC's tap device name, in `[[nic]]` order.

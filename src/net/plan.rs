@@ -14,7 +14,7 @@ use super::error::NetError;
 use super::observed::{LinkKind, Observed, ObservedLink, ObservedRoute, PortVlan, RTPROT_STATIC};
 pub use super::op::Op;
 use crate::config::{IpNet, NetworkConfig};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// An ordered list of operations; empty when the kernel already matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +41,7 @@ pub fn plan(config: &NetworkConfig, observed: &Observed) -> Result<Plan, NetErro
         gone: HashSet::new(),
         bounced: HashSet::new(),
         created: HashSet::new(),
+        aside: HashMap::new(),
     };
     p.match_existing()?;
     p.deletions();
@@ -68,6 +69,9 @@ struct Planner<'a> {
     bounced: HashSet<u32>,
     /// Wants the plan creates.
     created: HashSet<String>,
+    /// NICs the config no longer has that held a name the config now
+    /// gives another NIC: moved aside to this name (`enx` + MAC).
+    aside: HashMap<u32, String>,
 }
 
 impl<'a> Planner<'a> {
@@ -200,6 +204,22 @@ impl<'a> Planner<'a> {
             if let Some(h) = holder {
                 if renames.iter().any(|(r, _)| r.index == h.index) {
                     swap = true;
+                } else if h.kind == LinkKind::Device && !self.is_claimed_nic(h) {
+                    // A NIC the config no longer names (replaced, or the
+                    // name moved to another NIC): out of the way, to a
+                    // name of its own that says which NIC it is.
+                    let name = aside_name(h);
+                    if h.up {
+                        self.ops.push(Op::SetDown {
+                            link: h.name.clone(),
+                        });
+                        self.bounced.insert(h.index);
+                    }
+                    self.ops.push(Op::Rename {
+                        from: h.name.clone(),
+                        to: name.clone(),
+                    });
+                    self.aside.insert(h.index, name);
                 } else {
                     return Err(NetError::NameTaken {
                         from: l.name.clone(),
@@ -261,6 +281,41 @@ impl<'a> Planner<'a> {
 
     /// Release managed links whose config puts them in no bond or bridge.
     fn releases(&mut self) {
+        // Members of walden's bonds and bridges that the config no longer
+        // puts there (a NIC taken out of the config would otherwise stay a
+        // port of the bridge, carrying its traffic).
+        let kept: HashSet<u32> = self.kept.iter().flatten().map(|l| l.index).collect();
+        let managed_masters: HashSet<u32> = self
+            .kept
+            .iter()
+            .flatten()
+            .filter(|l| matches!(l.kind, LinkKind::Bond | LinkKind::Bridge))
+            .map(|l| l.index)
+            .collect();
+        for l in &self.observed.links {
+            if kept.contains(&l.index) || self.gone.contains(&l.index) {
+                continue;
+            }
+            let Some(m) = self.master_of(l) else { continue };
+            // Guests' taps (tun) and anything else not made from the
+            // config are libvirt's or someone else's: left alone.
+            let config_kind = matches!(
+                l.kind,
+                LinkKind::Device | LinkKind::Veth | LinkKind::Bond | LinkKind::Vlan
+            );
+            if !managed_masters.contains(&m) || !config_kind {
+                continue;
+            }
+            let name = self
+                .aside
+                .get(&l.index)
+                .cloned()
+                .unwrap_or_else(|| l.name.clone());
+            self.ops.push(Op::SetMaster {
+                link: name,
+                master: None,
+            });
+        }
         for (w, kept) in self.desired.wants.iter().zip(&self.kept) {
             let Some(l) = kept else { continue };
             if w.master.is_none() {
@@ -606,6 +661,19 @@ fn bond_matches(spec: &BondSpec, b: &super::observed::ObservedBond) -> bool {
 }
 
 /// A temporary name for a NIC while names swap ("wtmp7").
+/// The name a NIC the config no longer has is moved aside to: `enx` and
+/// its permanent MAC without colons (systemd's MAC-based name, 15 bytes),
+/// or `wold<index>` without a MAC.
+fn aside_name(l: &ObservedLink) -> String {
+    match l.perm_mac.or(l.mac) {
+        Some(mac) => format!(
+            "enx{}",
+            mac.to_string().replace(':', "").to_ascii_lowercase()
+        ),
+        None => format!("wold{}", l.index),
+    }
+}
+
 fn temp_name(index: u32) -> String {
     format!("wtmp{index}")
 }

@@ -571,3 +571,57 @@ fn a_foreign_link_in_the_way_is_not_taken_over() {
         Err(NetError::NameTaken { .. })
     ));
 }
+
+#[test]
+fn a_name_moved_to_another_nic_moves_the_old_one_aside_and_out_of_the_bridge() {
+    // lan0 in br0 was the NIC ..10:01; the new config gives the name (and
+    // the bridge port) to the NIC ..34:56 and no longer names the first.
+    let before = config(
+        "[[network.link]]\nname = \"lan0\"\nmatch = \"mac:52:54:00:00:10:01\"\n\
+         [[network.bridge]]\nname = \"br0\"\nports = [\"lan0\"]\n",
+    );
+    let after = config(
+        "[[network.link]]\nname = \"lan0\"\nmatch = \"mac:52:54:00:12:34:56\"\n\
+         [[network.bridge]]\nname = \"br0\"\nports = [\"lan0\"]\n",
+    );
+    let mut state = machine(&[
+        ("enp0s7", "52:54:00:00:10:01"),
+        ("enp0s8", "52:54:00:12:34:56"),
+    ]);
+    converge(&before, &mut state);
+    let p = converge(&after, &mut state);
+    let old = pos(&p, "rename lan0 to enx525400001001");
+    let new = pos(&p, "rename enp0s8 to lan0");
+    assert!(old < new, "{:#?}", texts(&p));
+    assert!(pos(&p, "release enx525400001001") > old, "{:#?}", texts(&p));
+    let old_nic = state.by_mac(mac("52:54:00:00:10:01")).unwrap();
+    assert_eq!(
+        (old_nic.name.as_str(), old_nic.master),
+        ("enx525400001001", None)
+    );
+    let new_nic = state.by_mac(mac("52:54:00:12:34:56")).unwrap();
+    let br0 = state.by_name("br0").unwrap().index;
+    assert_eq!((new_nic.name.as_str(), new_nic.master), ("lan0", Some(br0)));
+}
+
+#[test]
+fn a_port_taken_out_of_the_config_leaves_the_bridge() {
+    let two = config(
+        "[[network.link]]\nname = \"eth0\"\n[[network.link]]\nname = \"eth1\"\n\
+         [[network.bridge]]\nname = \"br0\"\nports = [\"eth0\", \"eth1\"]\n",
+    );
+    let one = config(
+        "[[network.link]]\nname = \"eth0\"\n\
+         [[network.bridge]]\nname = \"br0\"\nports = [\"eth0\"]\n",
+    );
+    let mut state = machine(&[("eth0", "52:54:00:00:00:01"), ("eth1", "52:54:00:00:00:02")]);
+    converge(&two, &mut state);
+    converge(&one, &mut state);
+    assert_eq!(
+        state.by_name("eth1").unwrap().master,
+        None,
+        "eth1 still bridged"
+    );
+    let br0 = state.by_name("br0").unwrap().index;
+    assert_eq!(state.by_name("eth0").unwrap().master, Some(br0));
+}

@@ -33,6 +33,9 @@ pub struct ReconcileReport {
     pub restarted: Vec<String>,
     /// Left alone.
     pub unchanged: Vec<String>,
+    /// Not defined yet: held back by the host (a missing device or disk),
+    /// defined once the block clears.
+    pub held: Vec<String>,
     /// Guests that could not be (re)defined, with why.
     pub errors: Vec<String>,
 }
@@ -45,6 +48,7 @@ impl fmt::Display for ReconcileReport {
             ("changed (restart pending)", &self.changed),
             ("restarted", &self.restarted),
             ("unchanged", &self.unchanged),
+            ("held back by the host", &self.held),
         ];
         for (what, names) in rows {
             if !names.is_empty() {
@@ -152,7 +156,26 @@ impl GuestHandle {
             let xml = match engine.backend.render(guest, config) {
                 Ok(xml) => xml,
                 Err(e) => {
-                    report.errors.push(e.to_string());
+                    // A guest the host holds back (its device or disk is
+                    // missing) often cannot be rendered either (a PCI label
+                    // that selected nothing): it is kept, waiting with the
+                    // host's reason, and defined by the apply that clears
+                    // the block. Without an entry, guests `after` it would
+                    // not know to wait for it.
+                    let mut table = lock(&engine.table);
+                    if table.host_block(&name).is_some() {
+                        match table.get_mut(&name) {
+                            Some(entry) => entry.config = guest.clone(),
+                            None => table.entries.push(Entry::new(
+                                guest.clone(),
+                                String::new(),
+                                guest.autostart,
+                            )),
+                        }
+                        report.held.push(name);
+                    } else {
+                        report.errors.push(e.to_string());
+                    }
                     continue;
                 }
             };

@@ -13,7 +13,7 @@ use super::*;
 use crate::config::Config;
 use crate::guests::env::{DomainEnv, DomainType};
 use crate::supervisor::backoff::{Backoff, CrashLimit};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -554,4 +554,56 @@ fn a_definition_left_from_a_removed_guest_file_is_forgotten_and_hand_made_ones_s
     assert_eq!(report.removed, ["orph-b"], "{report}");
     let names: Vec<String> = hv.list().unwrap().into_iter().map(|d| d.name).collect();
     assert_eq!(names, ["by-hand", "orph-a"]);
+}
+
+#[test]
+fn a_guest_held_by_a_missing_device_waits_and_its_dependents_wait_for_it() {
+    let rec = Recorder::new();
+    let names = ["held-a", "held-b"];
+    cleanup(&rec, &names);
+    let h = handle(&rec);
+    // The [[vfio]] entry selected no device: held-a's PCI label resolves to
+    // nothing, so its domain cannot even be rendered.
+    let c = crate::config::from_strs(
+        "schema = 1\nhostname = \"h\"\n[[vfio]]\nid = \"8086:1533\"\nlabel = \"nic\"\n",
+        &[
+            (
+                "held-a.toml",
+                "schema = 1\nmemory = \"64MiB\"\n[[pci]]\nlabel = \"nic\"\n",
+            ),
+            (
+                "held-b.toml",
+                "schema = 1\nmemory = \"64MiB\"\nafter = [\"held-a\"]\n",
+            ),
+        ],
+    )
+    .unwrap();
+    let why = "PCI passthrough: no PCI device with id 8086:1533 on this machine";
+    h.set_host_blocks(
+        "vfio",
+        BTreeMap::from([("held-a".to_string(), why.to_string())]),
+    );
+    let report = h.reconcile(&c, false).unwrap();
+    assert_eq!(report.held, ["held-a"], "{report}");
+    assert!(report.errors.is_empty(), "{report}");
+    assert!(h.settle(Duration::from_secs(10)), "{:?}", h.statuses());
+    let a = status(&h, "held-a");
+    assert_eq!(
+        (a.state, a.last_error.as_deref()),
+        (GuestState::Waiting, Some(why))
+    );
+    let b = status(&h, "held-b");
+    assert_eq!(b.state, GuestState::Waiting, "{b:?}");
+    assert!(
+        b.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("held-a")),
+        "{b:?}"
+    );
+    assert!(
+        !rec.calls().iter().any(|c| c.starts_with("start ")),
+        "{:?}",
+        rec.calls()
+    );
+    cleanup(&rec, &names);
 }
