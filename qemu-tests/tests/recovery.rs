@@ -7,7 +7,9 @@
 //!   where /etc/localtime must go) still leaves sshd running: a file that
 //!   cannot be written must not lock the admin out;
 //! - `walden.rescue` gives a root shell on the console, in which the
-//!   documented recovery commands work (`walden config history`).
+//!   documented recovery commands work (`walden config history`);
+//! - `[swap] device = "LABEL=.."`: a swap partition made with mkswap on
+//!   this machine is on, as the shell's /proc/swaps shows.
 //!
 //! The kernel and initramfs are booted directly with the GRUB entry's
 //! command line plus those two parameters, as someone pressing `e` in the
@@ -92,10 +94,22 @@ fn recovery_once() -> anyhow::Result<()> {
     std::fs::write(
         src.join("host.toml"),
         "schema = 1\nhostname = \"rescued\"\ntimezone = \"Europe/Berlin\"\n\
+         [swap]\ndevice = \"LABEL=WSWAP\"\n\
          [ssh]\nauthorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0ZXN0a2V5Zm9yd2FsZGVuZXhhbXBsZXNvbmx5 t@t\"]\n",
     )?;
     let img = env.dir().join("partitioned-config.img");
     let partuuid = partitioned_config_disk(&src, &img, "NOT-THE-LABEL")?;
+    let swap = env.dir().join("swap.img");
+    std::fs::write(&swap, vec![0u8; 32 << 20])?;
+    let out = Command::new("mkswap")
+        .args(["-L", "WSWAP"])
+        .arg(&swap)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "mkswap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut kernel = DirectKernel::like_grub(a, &a.version)?;
     kernel.append = format!(
         "{} walden.config=PARTUUID={partuuid} walden.rescue",
@@ -110,6 +124,10 @@ fn recovery_once() -> anyhow::Result<()> {
             format!("file={},format=raw,if=none,id=pconfig", img.display()),
             "-device".to_string(),
             "virtio-blk-pci,drive=pconfig".to_string(),
+            "-drive".to_string(),
+            format!("file={},format=raw,if=none,id=swap", swap.display()),
+            "-device".to_string(),
+            "virtio-blk-pci,drive=swap".to_string(),
         ])
         .start()?;
     m.wait_for_console(expect::READY, BOOT_TIMEOUT)?;
@@ -150,5 +168,7 @@ fn recovery_once() -> anyhow::Result<()> {
     m.send_console("echo uid-$(id -u); walden config history | tail -n 1\n")?;
     m.wait_for_console("uid-0", Duration::from_secs(30))?;
     m.wait_for_console("last-good, = /config", Duration::from_secs(30))?;
+    m.send_console("echo swap-partitions-$(grep -c ' partition ' /proc/swaps)\n")?;
+    m.wait_for_console("swap-partitions-1", Duration::from_secs(30))?;
     Ok(())
 }
