@@ -484,6 +484,30 @@ fn config_apply_confirm_revert_and_a_power_cut_mid_apply_once() -> anyhow::Resul
     }
     ensure!(generation(&mut m)? == 3);
 
+    // 3b. A network change with `[network] safe_apply = false`: applied and
+    //     recorded at once, no confirmation asked.
+    let unconfirmed = host_toml_with_bridge("walden-three", "192.168.79.1/24")
+        .replace("[network]\n", "[network]\nsafe_apply = false\n");
+    let report = m.command(&apply_request(&unconfirmed, None), Duration::from_secs(120))?;
+    ensure!(
+        report["state"] == "applied",
+        "safe_apply = false asked for a confirmation: {report}"
+    );
+    ensure!(generation(&mut m)? == 4);
+    let s = m.status_json()?;
+    let br = s["network"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["name"] == "br-apply"))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        br["addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "192.168.79.1/24")),
+        "br-apply (as the kernel has it) lacks the new address: {br}"
+    );
+    let plain = unconfirmed;
+
     // 4. Power cut right after an apply starts.
     let cut = host_toml_with_bridge("walden-four", "192.168.78.1/24");
     m.send_command(&apply_request(&cut, None))?;

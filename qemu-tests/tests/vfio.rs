@@ -40,7 +40,15 @@ label = "nic-a"
 id = "8086:10d3"
 index = 1
 label = "nic-b"
+
+[[vfio]]
+id = "8086:100e"
+all = true
+label = "nics-c"
 "#;
+
+/// The two e1000 NICs `all = true` selects.
+const BY_ALL: [&str; 2] = ["0000:00:12.0", "0000:00:13.0"];
 
 /// A config directory with [`HOST_TOML`], inside the scenario's directory.
 fn config_dir(env: &TestEnv) -> anyhow::Result<PathBuf> {
@@ -71,6 +79,10 @@ fn boot(env: &TestEnv, extra_cmdline: &str) -> anyhow::Result<Machine> {
             "e1000e,addr=0x10",
             "-device",
             "e1000e,addr=0x11",
+            "-device",
+            "e1000,addr=0x12",
+            "-device",
+            "e1000,addr=0x13",
         ])
         .start()?;
     Ok(m)
@@ -141,6 +153,21 @@ fn iommu_on_binds_both_nics_to_vfio_pci_once() -> anyhow::Result<()> {
         groups.push(group);
     }
     ensure!(groups[0] != groups[1], "both NICs in one group: {groups:?}");
+    // `all = true`: every 8086:100e, each on vfio-pci.
+    for address in BY_ALL {
+        let r = row(&v, address)?;
+        ensure!(
+            r["error"].is_null() && r["driver_after"] == "vfio-pci",
+            "{address} (all = true) not on vfio-pci: {r}"
+        );
+        ensure!(
+            r["selected_by"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("vfio[2]")),
+            "{address} selected by {}",
+            r["selected_by"]
+        );
+    }
     Ok(())
 }
 
