@@ -188,13 +188,20 @@ fn internal_bridge_then_appliance_once() -> anyhow::Result<()> {
     let example = qemu_tests::artifacts::repo_root().join("examples/appliance");
     let admin = m.admin_ssh().context("admin ssh")?.clone();
     let host = admin.merge_into(&std::fs::read_to_string(example.join("host.toml"))?)?;
+    // The apply reports the two steps the missing hardware fails (and is
+    // therefore not recorded as last-known-good); everything else applies.
     let report = m.command(&apply_request(&example, &host)?, Duration::from_secs(300))?;
-    ensure!(report["state"] == "awaiting-confirm", "apply: {report}");
-    let report = m.command(
-        &json!({"action": "config-confirm"}),
-        Duration::from_secs(60),
-    )?;
-    ensure!(report["state"] == "confirmed", "confirm: {report}");
+    let failed: Vec<&str> = report["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["state"] == "failed")
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    ensure!(
+        report["state"] == "failed" && failed == ["vfio", "guests"],
+        "apply of examples/appliance: {report}"
+    );
     let lan0 = ip_json(&mut m, "link show dev lan0")?;
     ensure!(
         lan0[0]["master"] == "br0",
