@@ -9,7 +9,11 @@
 //! - `walden.rescue` gives a root shell on the console, in which the
 //!   documented recovery commands work (`walden config history`);
 //! - `[swap] device = "LABEL=.."`: a swap partition made with mkswap on
-//!   this machine is on, as the shell's /proc/swaps shows.
+//!   this machine is on, as the shell's /proc/swaps shows;
+//! - a CIFS share as a `[[mount]]` (`network-mounts`): QEMU's own SMB
+//!   server (`-netdev user,smb=DIR`, Samba's smbd on this machine, reached
+//!   only through QEMU's user network) serves a directory of the test; the
+//!   shell reads a file of it through the mount.
 //!
 //! The kernel and initramfs are booted directly with the GRUB entry's
 //! command line plus those two parameters, as someone pressing `e` in the
@@ -95,10 +99,15 @@ fn recovery_once() -> anyhow::Result<()> {
         src.join("host.toml"),
         "schema = 1\nhostname = \"rescued\"\ntimezone = \"Europe/Berlin\"\n\
          [swap]\ndevice = \"LABEL=WSWAP\"\n\
+         [[network.link]]\nname = \"smb0\"\nmatch = \"mac:52:54:00:5b:00:01\"\naddresses = [\"10.0.2.15/24\"]\n\
+         [[mount]]\nwhat = \"//10.0.2.4/qemu\"\nwhere = \"/srv/share\"\nfstype = \"cifs\"\noptions = [\"guest\"]\n\
          [ssh]\nauthorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0ZXN0a2V5Zm9yd2FsZGVuZXhhbXBsZXNvbmx5 t@t\"]\n",
     )?;
     let img = env.dir().join("partitioned-config.img");
     let partuuid = partitioned_config_disk(&src, &img, "NOT-THE-LABEL")?;
+    let share = env.dir().join("share");
+    std::fs::create_dir_all(&share)?;
+    std::fs::write(share.join("hello.txt"), "hello-from-the-share\n")?;
     let swap = env.dir().join("swap.img");
     std::fs::write(&swap, vec![0u8; 32 << 20])?;
     let out = Command::new("mkswap")
@@ -128,6 +137,10 @@ fn recovery_once() -> anyhow::Result<()> {
             format!("file={},format=raw,if=none,id=swap", swap.display()),
             "-device".to_string(),
             "virtio-blk-pci,drive=swap".to_string(),
+            "-netdev".to_string(),
+            format!("user,id=smb,restrict=on,smb={}", share.display()),
+            "-device".to_string(),
+            "virtio-net-pci,netdev=smb,mac=52:54:00:5b:00:01".to_string(),
         ])
         .start()?;
     m.wait_for_console(expect::READY, BOOT_TIMEOUT)?;
@@ -170,5 +183,7 @@ fn recovery_once() -> anyhow::Result<()> {
     m.wait_for_console("last-good, = /config", Duration::from_secs(30))?;
     m.send_console("echo swap-partitions-$(grep -c ' partition ' /proc/swaps)\n")?;
     m.wait_for_console("swap-partitions-1", Duration::from_secs(30))?;
+    m.send_console("grep -q ' /srv/share cifs ' /proc/mounts && cat /srv/share/hello.txt\n")?;
+    m.wait_for_console("hello-from-the-share", Duration::from_secs(30))?;
     Ok(())
 }
