@@ -181,7 +181,7 @@ fn recovery_once() -> anyhow::Result<()> {
     m.send_console("echo uid-$(id -u); walden config history | tail -n 1\n")?;
     m.wait_for_console("uid-0", Duration::from_secs(30))?;
     m.wait_for_console("last-good, = /config", Duration::from_secs(30))?;
-    m.send_console("echo swap-partitions-$(grep -c ' partition ' /proc/swaps)\n")?;
+    m.send_console("echo swap-partitions-$(grep -c partition /proc/swaps)\n")?;
     m.wait_for_console("swap-partitions-1", Duration::from_secs(30))?;
     m.send_console("grep -q ' /srv/share cifs ' /proc/mounts && cat /srv/share/hello.txt\n")?;
     m.wait_for_console("hello-from-the-share", Duration::from_secs(30))?;
