@@ -57,6 +57,14 @@ pub const POWEROFF_STEPS: &[&str] = &[
     "walden: power off",
 ];
 
+/// PID 1 opened the hardware watchdog: `walden: hardware watchdog
+/// /dev/watchdog armed (<N> s)`.
+pub const WATCHDOG_ARMED: &str = "hardware watchdog /dev/watchdog armed";
+
+/// PID 1 applied a timeout published after it armed the device:
+/// `walden: hardware watchdog /dev/watchdog timeout set to <N> s`.
+pub const WATCHDOG_SET: &str = "hardware watchdog /dev/watchdog timeout set to";
+
 /// Console lines that end a wait at once: nothing good follows them.
 pub const FATAL: &[&str] = &["Kernel panic - not syncing", "---[ end Kernel panic"];
 
