@@ -15,7 +15,9 @@
 //! stops pinging the i6300esb watchdog and the machine resets.
 //!
 //! Settings are proven with values other than their defaults and with
-//! assertions the default would fail: `[watchdog] timeout = "20s"` resets
+//! assertions the default would fail: `[health] on_failure = "stay"` keeps
+//! V2's first failed try up (no reset for 20 s, tries left in status), then
+//! the driver switches it to "reboot"; `[watchdog] timeout = "20s"` resets
 //! a wedged V2 well before the default 60 s could.
 
 mod common;
@@ -83,8 +85,23 @@ wedge/1)
         run list-after walden image list; next 2; wait_ready; say "after rollback"
     fi ;;
 unhealthy/1)
+    if [ "$v" = "$V2" ]; then
+        # The first try runs with on_failure = "stay": its failed health
+        # check leaves it up. Look, then let the next tries reboot.
+        wait_for '"health": ?"not healthy'
+        run list-stayed walden image list
+        say "trial failed, staying up"
+        sleep 20
+        sed -i 's/^on_failure = "stay"$/on_failure = "reboot"/' /config/host.toml
+        next 2; say "still up after 20 s; on_failure = reboot from now on, rebooting"
+        walden reboot
+    fi ;;
+unhealthy/2)
     if [ "$v" != "$V2" ]; then
-        run list-after walden image list; next 2; wait_ready; say "after rollback"
+        run list-after walden image list
+        run remove walden image remove "$V2"
+        run list-removed walden image list
+        next 3; wait_ready; say "after rollback"
     fi ;;
 *)
     say "nothing to do" ;;
@@ -263,6 +280,11 @@ fn install_trial_mark_good_then_manual_rollback_once() -> anyhow::Result<()> {
 
 /// Scenario 2: V2 never becomes healthy (its health check fails): three
 /// tries, then GRUB boots V1, which reports the rollback and marks V2 bad.
+/// The first try has `[health] on_failure = "stay"`: it stays up (no
+/// reset, two tries left) until the driver switches to "reboot" and
+/// reboots by hand; the other two reboot by themselves. After the rollback
+/// `walden image remove` deletes the bad V2: gone from `image list` and
+/// from the stick's ESP (directory, menu, grubenv).
 #[test]
 fn unhealthy_version_rolls_back_after_its_tries() -> anyhow::Result<()> {
     qemu_tests::retry_on_soft_lockup(unhealthy_version_rolls_back_after_its_tries_once)
@@ -276,11 +298,53 @@ fn unhealthy_version_rolls_back_after_its_tries_once() -> anyhow::Result<()> {
     let v1 = env.artifacts()?.version.clone();
     let upd = upgrade_disk(&env, &v1)?;
     let health = format!(
-        "[health]\ntimeout = \"20s\"\ncommand = [\"/bin/sh\", \"-c\", \"! grep -q '{V2}' /run/walden/boot.toml\"]\n"
+        "[health]\ntimeout = \"20s\"\non_failure = \"stay\"\n\
+         command = [\"/bin/sh\", \"-c\", \"! grep -q '{V2}' /run/walden/boot.toml\"]\n"
     );
     let mut m = machine(&env, config(&env, "unhealthy", &health)?, &upd)?;
     ready(&mut m, &v1)?;
-    for n in 1..=3 {
+
+    // Try 1, on_failure = "stay": failed, and still up 20 s later.
+    m.wait_for_console(&format!("boot of {V2}"), BOOT_TIMEOUT)?;
+    let rebooted = format!("trial of {V2} failed");
+    let stayed = m.wait_for_any(
+        &["upgrade-test: trial failed, staying up", &rebooted],
+        BOOT_TIMEOUT,
+    )?;
+    ensure!(
+        stayed.index == 0,
+        "walden rebooted the failed try although on_failure = \"stay\": {}",
+        stayed.line
+    );
+    let resets = qmp_events(&mut m, "RESET")?.len();
+    let s = m.status_json()?;
+    let img = &s["boot_image"];
+    ensure!(
+        s["image_version"] == V2 && img["state"] == "trial" && img["tries_left"] == 2,
+        "the failed first try should still run V2 on trial with 2 tries left: {img}"
+    );
+    ensure!(
+        img["health"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("not healthy") && h.contains("health command")),
+        "status should say why it is not healthy: {img}"
+    );
+    m.wait_for_console(
+        "upgrade-test: still up after 20 s",
+        Duration::from_secs(120),
+    )?;
+    ensure!(
+        qmp_events(&mut m, "RESET")?.len() == resets,
+        "the machine was reset although on_failure = \"stay\""
+    );
+    ensure!(
+        !m.console().contains(&rebooted),
+        "walden rebooted the failed try although on_failure = \"stay\""
+    );
+    eprintln!("try 1 failed and stayed up, {} s", t0.elapsed().as_secs());
+
+    // Tries 2 and 3, on_failure = "reboot" (set by the driver).
+    for n in 2..=3 {
         m.wait_for_console(&format!("boot of {V2}"), BOOT_TIMEOUT)?;
         m.wait_for_console(&format!("trial of {V2} failed"), BOOT_TIMEOUT)?;
         eprintln!("try {n} failed after {} s", t0.elapsed().as_secs());
@@ -300,9 +364,35 @@ fn unhealthy_version_rolls_back_after_its_tries_once() -> anyhow::Result<()> {
     );
     m.wait_for_console("upgrade-test: after rollback", BOOT_TIMEOUT)?;
     power_off(&mut m)?;
+    let list = file(&m, "list-stayed")?;
+    ensure!(
+        markers(&list, V2) == "running, active, trial (2 tries left)",
+        "{list}"
+    );
     let list = file(&m, "list-after")?;
     ensure!(markers(&list, V2) == "bad", "{list}");
     ensure!(markers(&list, &v1) == "running, active", "{list}");
+    let remove = file(&m, "remove")?;
+    ensure!(
+        remove.contains(&format!("removed {V2}")) && remove.contains("exit=0"),
+        "{remove}"
+    );
+    let list = file(&m, "list-removed")?;
+    ensure!(
+        !list.contains(V2) && markers(&list, &v1) == "running, active",
+        "{list}"
+    );
+    // The stick itself, as the machine left it.
+    let usb = m.media_copy(0)?;
+    let versions = qemu_tests::disk::esp_list_dir(&usb, "images")?;
+    ensure!(
+        versions == [v1.clone()],
+        "images/ on the ESP after removing {V2}: {versions:?}"
+    );
+    for f in ["grub/grub.cfg", "grub/grubenv"] {
+        let text = qemu_tests::disk::esp_read_file(&usb, f)?;
+        ensure!(!text.contains(V2), "{f} still names {V2}:\n{text}");
+    }
     eprintln!("scenario 2 took {} s", t0.elapsed().as_secs());
     Ok(())
 }
