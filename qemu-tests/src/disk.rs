@@ -302,6 +302,35 @@ pub fn esp_read_file(image: &Path, path: &str) -> Result<String> {
     run("mtype", ["-i", spec.as_str(), &format!("::/{path}")])
 }
 
+/// The names in directory `dir` (relative to the ESP root, "" for the
+/// root) of a disk image's FAT ESP, without "." and "..".
+pub fn esp_list_dir(image: &Path, dir: &str) -> Result<Vec<String>> {
+    let spec = format!("{}@@{}", image.display(), esp_offset(image)?);
+    let out = run("mdir", ["-b", "-i", spec.as_str(), &format!("::/{dir}")])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.trim_end_matches('/').rsplit('/').next())
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .map(str::to_string)
+        .collect())
+}
+
+/// Write the guest-visible contents of the qcow2 `overlay` (with its
+/// backing file) to `dest` as a raw image, for the ESP readers above.
+pub fn raw_copy(overlay: &Path, dest: &Path) -> Result<()> {
+    run(
+        "qemu-img",
+        [
+            "convert".as_ref(),
+            "-O".as_ref(),
+            "raw".as_ref(),
+            overlay.as_os_str(),
+            dest.as_os_str(),
+        ],
+    )?;
+    Ok(())
+}
+
 /// The contents of `path` (absolute inside the file system) on an ext4
 /// image, or None when there is no such file. Read with debugfs, so the
 /// image is never mounted; read it after QEMU stopped for a consistent view.

@@ -71,6 +71,24 @@ fn finds_every_byte_of_a_file_in_the_esp() {
 }
 
 #[test]
+fn lists_esp_directories_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = gpt_with_esp(
+        dir.path(),
+        &[
+            ("images/9.9.9/vmlinuz", pattern(10, 1)),
+            ("images/9.9.9/manifest.toml", pattern(10, 2)),
+        ],
+    );
+    assert_eq!(esp_list_dir(&img, "images").unwrap(), ["9.9.9"]);
+    let mut files = esp_list_dir(&img, "images/9.9.9").unwrap();
+    files.sort();
+    assert_eq!(files, ["manifest.toml", "vmlinuz"]);
+    assert_eq!(esp_list_dir(&img, "").unwrap(), ["images"]);
+    assert!(esp_list_dir(&img, "images/1.0.0").is_err());
+}
+
+#[test]
 fn flipping_a_byte_changes_the_overlay_only() {
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(10_000, 3);
@@ -83,17 +101,7 @@ fn flipping_a_byte_changes_the_overlay_only() {
     assert_eq!(std::fs::read(&img).unwrap(), before, "base image untouched");
     // Read the file back through the overlay, as the guest would.
     let raw = dir.path().join("flat.img");
-    run(
-        "qemu-img",
-        [
-            "convert",
-            "-O",
-            "raw",
-            ov.to_str().unwrap(),
-            raw.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    raw_copy(&ov, &raw).unwrap();
     let spec = format!("{}@@{}", raw.display(), 2048 * 512);
     let out = dir.path().join("out");
     run(

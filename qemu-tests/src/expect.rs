@@ -19,6 +19,20 @@ pub const SQUASHFS_MISMATCH: &str = "does not match its manifest";
 /// Stage 1 giving up and offering a shell.
 pub const EMERGENCY_SHELL: &str = "walden stage1: dropping to emergency shell";
 
+/// Stage 1 stopping on `walden.shell` with the new root assembled.
+pub const STAGE1_SHELL_REQUESTED: &str = "walden stage1: walden.shell: stopping before switch_root";
+
+/// Stage 1 starting its search for the boot media: `walden stage1:
+/// looking for boot media <SPEC>` (the spec follows).
+pub const STAGE1_LOOKING_FOR_MEDIA: &str = "walden stage1: looking for boot media ";
+
+/// Stage 1 giving up on boot media `spec` (`walden stage1: no boot media
+/// with <SPEC> after waiting <N> s; looked at: ...`; the line before the
+/// wait says "no boot media with <SPEC> yet").
+pub fn media_not_found(spec: &str) -> String {
+    format!("no boot media with {spec} after waiting ")
+}
+
 /// walden gave up on bring-up (logged at error level):
 /// `walden: error: maintenance mode after <N> ms`.
 pub const MAINTENANCE: &str = "walden: error: maintenance mode after";
@@ -42,6 +56,14 @@ pub const POWEROFF_STEPS: &[&str] = &[
     "walden: sync",
     "walden: power off",
 ];
+
+/// PID 1 opened the hardware watchdog: `walden: hardware watchdog
+/// /dev/watchdog armed (<N> s)`.
+pub const WATCHDOG_ARMED: &str = "hardware watchdog /dev/watchdog armed";
+
+/// PID 1 applied a timeout published after it armed the device:
+/// `walden: hardware watchdog /dev/watchdog timeout set to <N> s`.
+pub const WATCHDOG_SET: &str = "hardware watchdog /dev/watchdog timeout set to";
 
 /// Console lines that end a wait at once: nothing good follows them.
 pub const FATAL: &[&str] = &["Kernel panic - not syncing", "---[ end Kernel panic"];

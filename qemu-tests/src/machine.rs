@@ -293,6 +293,24 @@ impl Machine {
         Ok(())
     }
 
+    /// A raw copy of boot medium `index` (0 for the first `usb_image` or
+    /// ISO) as this machine left it, for [`crate::disk::esp_read_file`] and
+    /// [`crate::disk::esp_list_dir`]. Call it after QEMU exited. The copy
+    /// is a disk file of the scenario (removed when it ends).
+    pub fn media_copy(&self, index: usize) -> Result<PathBuf> {
+        // The overlay's name is the builder's (`media{i}.qcow2`).
+        let overlay = self.launch.dir.join(format!("media{index}.qcow2"));
+        if !overlay.is_file() {
+            return Err(Error::ArtifactMissing {
+                what: format!("boot medium {index} of this machine"),
+                path: overlay,
+            });
+        }
+        let raw = self.launch.dir.join(format!("media{index}-after.img"));
+        crate::disk::raw_copy(&overlay, &raw)?;
+        Ok(raw)
+    }
+
     /// Quit QEMU and start it again with the same disk files (config disk,
     /// media overlays, UEFI variables), as a power cycle does.
     pub fn restart(&mut self) -> Result<()> {

@@ -13,6 +13,12 @@
 //! health check would: `[health] command` fails on V2 only; in the watchdog
 //! scenario the driver stops the supervisor with SIGSTOP on V2, so PID 1
 //! stops pinging the i6300esb watchdog and the machine resets.
+//!
+//! Settings are proven with values other than their defaults and with
+//! assertions the default would fail: `[health] on_failure = "stay"` keeps
+//! V2's first failed try up (no reset for 20 s, tries left in status), then
+//! the driver switches it to "reboot"; `[watchdog] timeout = "20s"` resets
+//! a wedged V2 well before the default 60 s could.
 
 mod common;
 
@@ -20,7 +26,7 @@ use anyhow::{ensure, Context};
 use common::BOOT_TIMEOUT;
 use qemu_tests::{expect, ConfigDisk, Firmware, Machine, Nic, TestEnv};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The second version's string (sorts after any 0.x release).
 const V2: &str = "99.0.0-upgrade";
@@ -79,8 +85,23 @@ wedge/1)
         run list-after walden image list; next 2; wait_ready; say "after rollback"
     fi ;;
 unhealthy/1)
+    if [ "$v" = "$V2" ]; then
+        # The first try runs with on_failure = "stay": its failed health
+        # check leaves it up. Look, then let the next tries reboot.
+        wait_for '"health": ?"not healthy'
+        run list-stayed walden image list
+        say "trial failed, staying up"
+        sleep 20
+        sed -i 's/^on_failure = "stay"$/on_failure = "reboot"/' /config/host.toml
+        next 2; say "still up after 20 s; on_failure = reboot from now on, rebooting"
+        walden reboot
+    fi ;;
+unhealthy/2)
     if [ "$v" != "$V2" ]; then
-        run list-after walden image list; next 2; wait_ready; say "after rollback"
+        run list-after walden image list
+        run remove walden image remove "$V2"
+        run list-removed walden image list
+        next 3; wait_ready; say "after rollback"
     fi ;;
 *)
     say "nothing to do" ;;
@@ -185,6 +206,26 @@ fn markers(list: &str, version: &str) -> String {
         .unwrap_or_default()
 }
 
+/// QMP events named `name` so far (after reading whatever QEMU queued).
+fn qmp_events(m: &mut Machine, name: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    // Queued events are read with the next command's reply.
+    m.qmp("query-status", None)?;
+    Ok(m.qmp_events()
+        .iter()
+        .filter(|e| e["event"] == name)
+        .cloned()
+        .collect())
+}
+
+/// When QEMU emitted `event` (its host-clock timestamp).
+fn event_time(event: &serde_json::Value) -> anyhow::Result<SystemTime> {
+    let t = &event["timestamp"];
+    let (Some(s), Some(us)) = (t["seconds"].as_u64(), t["microseconds"].as_u64()) else {
+        anyhow::bail!("QMP event without a timestamp: {event}");
+    };
+    Ok(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_micros(us))
+}
+
 fn power_off(m: &mut Machine) -> anyhow::Result<()> {
     m.powerdown()?;
     m.wait_exit(Duration::from_secs(120))?;
@@ -239,6 +280,11 @@ fn install_trial_mark_good_then_manual_rollback_once() -> anyhow::Result<()> {
 
 /// Scenario 2: V2 never becomes healthy (its health check fails): three
 /// tries, then GRUB boots V1, which reports the rollback and marks V2 bad.
+/// The first try has `[health] on_failure = "stay"`: it stays up (no
+/// reset, two tries left) until the driver switches to "reboot" and
+/// reboots by hand; the other two reboot by themselves. After the rollback
+/// `walden image remove` deletes the bad V2: gone from `image list` and
+/// from the stick's ESP (directory, menu, grubenv).
 #[test]
 fn unhealthy_version_rolls_back_after_its_tries() -> anyhow::Result<()> {
     qemu_tests::retry_on_soft_lockup(unhealthy_version_rolls_back_after_its_tries_once)
@@ -252,11 +298,53 @@ fn unhealthy_version_rolls_back_after_its_tries_once() -> anyhow::Result<()> {
     let v1 = env.artifacts()?.version.clone();
     let upd = upgrade_disk(&env, &v1)?;
     let health = format!(
-        "[health]\ntimeout = \"20s\"\ncommand = [\"/bin/sh\", \"-c\", \"! grep -q '{V2}' /run/walden/boot.toml\"]\n"
+        "[health]\ntimeout = \"20s\"\non_failure = \"stay\"\n\
+         command = [\"/bin/sh\", \"-c\", \"! grep -q '{V2}' /run/walden/boot.toml\"]\n"
     );
     let mut m = machine(&env, config(&env, "unhealthy", &health)?, &upd)?;
     ready(&mut m, &v1)?;
-    for n in 1..=3 {
+
+    // Try 1, on_failure = "stay": failed, and still up 20 s later.
+    m.wait_for_console(&format!("boot of {V2}"), BOOT_TIMEOUT)?;
+    let rebooted = format!("trial of {V2} failed");
+    let stayed = m.wait_for_any(
+        &["upgrade-test: trial failed, staying up", &rebooted],
+        BOOT_TIMEOUT,
+    )?;
+    ensure!(
+        stayed.index == 0,
+        "walden rebooted the failed try although on_failure = \"stay\": {}",
+        stayed.line
+    );
+    let resets = qmp_events(&mut m, "RESET")?.len();
+    let s = m.status_json()?;
+    let img = &s["boot_image"];
+    ensure!(
+        s["image_version"] == V2 && img["state"] == "trial" && img["tries_left"] == 2,
+        "the failed first try should still run V2 on trial with 2 tries left: {img}"
+    );
+    ensure!(
+        img["health"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("not healthy") && h.contains("health command")),
+        "status should say why it is not healthy: {img}"
+    );
+    m.wait_for_console(
+        "upgrade-test: still up after 20 s",
+        Duration::from_secs(120),
+    )?;
+    ensure!(
+        qmp_events(&mut m, "RESET")?.len() == resets,
+        "the machine was reset although on_failure = \"stay\""
+    );
+    ensure!(
+        !m.console().contains(&rebooted),
+        "walden rebooted the failed try although on_failure = \"stay\""
+    );
+    eprintln!("try 1 failed and stayed up, {} s", t0.elapsed().as_secs());
+
+    // Tries 2 and 3, on_failure = "reboot" (set by the driver).
+    for n in 2..=3 {
         m.wait_for_console(&format!("boot of {V2}"), BOOT_TIMEOUT)?;
         m.wait_for_console(&format!("trial of {V2} failed"), BOOT_TIMEOUT)?;
         eprintln!("try {n} failed after {} s", t0.elapsed().as_secs());
@@ -276,15 +364,45 @@ fn unhealthy_version_rolls_back_after_its_tries_once() -> anyhow::Result<()> {
     );
     m.wait_for_console("upgrade-test: after rollback", BOOT_TIMEOUT)?;
     power_off(&mut m)?;
+    let list = file(&m, "list-stayed")?;
+    ensure!(
+        markers(&list, V2) == "running, active, trial (2 tries left)",
+        "{list}"
+    );
     let list = file(&m, "list-after")?;
     ensure!(markers(&list, V2) == "bad", "{list}");
     ensure!(markers(&list, &v1) == "running, active", "{list}");
+    let remove = file(&m, "remove")?;
+    ensure!(
+        remove.contains(&format!("removed {V2}")) && remove.contains("exit=0"),
+        "{remove}"
+    );
+    let list = file(&m, "list-removed")?;
+    ensure!(
+        !list.contains(V2) && markers(&list, &v1) == "running, active",
+        "{list}"
+    );
+    // The stick itself, as the machine left it.
+    let usb = m.media_copy(0)?;
+    let versions = qemu_tests::disk::esp_list_dir(&usb, "images")?;
+    ensure!(
+        versions == [v1.clone()],
+        "images/ on the ESP after removing {V2}: {versions:?}"
+    );
+    for f in ["grub/grub.cfg", "grub/grubenv"] {
+        let text = qemu_tests::disk::esp_read_file(&usb, f)?;
+        ensure!(!text.contains(V2), "{f} still names {V2}:\n{text}");
+    }
     eprintln!("scenario 2 took {} s", t0.elapsed().as_secs());
     Ok(())
 }
 
 /// Scenario 3: V2's supervisor hangs; PID 1 stops pinging the i6300esb
 /// watchdog, the machine resets, each reset is a failed try, then rollback.
+/// `[watchdog] timeout = "20s"`: every boot arms the device with 20 s, and
+/// each reset comes 20-30 s after the hang (pings stop once the
+/// supervisor has not answered for half the timeout), where the default
+/// 60 s would take 60-90 s.
 #[test]
 fn wedged_version_is_reset_by_the_watchdog_and_rolled_back() -> anyhow::Result<()> {
     qemu_tests::retry_on_soft_lockup(wedged_version_is_reset_by_the_watchdog_and_rolled_back_once)
@@ -305,11 +423,13 @@ fn wedged_version_is_reset_by_the_watchdog_and_rolled_back_once() -> anyhow::Res
     );
     let mut m = machine(&env, config(&env, "wedge", &extra)?, &upd)?;
     // PID 1 arms it when udev has loaded the driver, before ready.
-    m.wait_for_console("hardware watchdog /dev/watchdog armed", BOOT_TIMEOUT)?;
+    m.wait_for_console(expect::WATCHDOG_ARMED, BOOT_TIMEOUT)?;
     ready(&mut m, &v1)?;
+    let mut wedged = Vec::new();
     for n in 1..=3 {
         m.wait_for_console(&format!("boot of {V2}"), BOOT_TIMEOUT)?;
         m.wait_for_console("upgrade-test: stopping the supervisor", BOOT_TIMEOUT)?;
+        wedged.push(SystemTime::now());
         eprintln!("try {n} wedged after {} s", t0.elapsed().as_secs());
     }
     let line = m.wait_for_console(&format!("rolled back from {V2}:"), ROLLBACK_TIMEOUT)?;
@@ -317,18 +437,25 @@ fn wedged_version_is_reset_by_the_watchdog_and_rolled_back_once() -> anyhow::Res
         line.contains("watchdog"),
         "reason should name the hang: {line}"
     );
-    // QEMU reports each watchdog expiry; the events queued meanwhile are
-    // read with the next command's reply.
-    m.qmp("query-status", None)?;
-    let fired = m
-        .qmp_events()
-        .iter()
-        .filter(|e| e["event"] == "WATCHDOG")
-        .count();
+    // QEMU reports each watchdog expiry, with the time it fired.
+    let fired = qmp_events(&mut m, "WATCHDOG")?;
     ensure!(
-        fired == 3,
-        "expected 3 watchdog resets, QEMU reported {fired}"
+        fired.len() == 3,
+        "expected 3 watchdog resets, QEMU reported {}",
+        fired.len()
     );
+    for (n, (hung, event)) in wedged.iter().zip(&fired).enumerate() {
+        let after = event_time(event)?
+            .duration_since(*hung)
+            .unwrap_or(Duration::ZERO);
+        eprintln!("try {}: reset {} s after the hang", n + 1, after.as_secs());
+        ensure!(
+            (Duration::from_secs(10)..Duration::from_secs(50)).contains(&after),
+            "try {}: the watchdog fired {after:?} after the supervisor stopped; \
+             with a 20 s timeout that is 20-30 s (60 s would be 60-90 s)",
+            n + 1
+        );
+    }
     let s = ready(&mut m, &v1)?;
     ensure!(
         s["boot_image"]["rolled_back_from"] == V2,
@@ -339,8 +466,31 @@ fn wedged_version_is_reset_by_the_watchdog_and_rolled_back_once() -> anyhow::Res
     power_off(&mut m)?;
     let list = file(&m, "list-after")?;
     ensure!(markers(&list, V2) == "bad", "{list}");
+    let timeouts = watchdog_timeouts(&m.console().text());
+    ensure!(
+        timeouts.len() == 5 && timeouts.iter().all(|t| *t == 20),
+        "each of the 5 boots should run the watchdog at 20 s; console says {timeouts:?}"
+    );
     eprintln!("scenario 3 took {} s", t0.elapsed().as_secs());
     Ok(())
+}
+
+/// The watchdog timeout each boot ended up with, in seconds, from PID 1's
+/// console lines: `armed (N s)` when it opens the device, `timeout set to
+/// N s` when the supervisor's published value arrives afterwards.
+fn watchdog_timeouts(console: &str) -> Vec<u64> {
+    let secs = |rest: &str| rest.split_whitespace().next()?.parse::<u64>().ok();
+    let mut out: Vec<u64> = Vec::new();
+    for line in console.lines() {
+        if let Some(rest) = line.split(expect::WATCHDOG_ARMED).nth(1) {
+            out.extend(secs(rest.trim_start_matches(" (")));
+        } else if let Some(rest) = line.split(expect::WATCHDOG_SET).nth(1) {
+            if let (Some(last), Some(n)) = (out.last_mut(), secs(rest)) {
+                *last = n;
+            }
+        }
+    }
+    out
 }
 
 /// Scenario 5: from an ISO, `image list` says single version and `image

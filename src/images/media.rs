@@ -1,5 +1,6 @@
 //! The boot media as stage 1 left it: mounted read-only at
-//! /run/walden/media (or not at all with `walden.toram`). Changing it
+//! /run/walden/media (also with `walden.toram`, where only the root runs
+//! from the copy in RAM), or not mounted at all. Changing it
 //! (grubenv, grub.cfg, images/) takes a [`MediaRw`] guard: it remounts the
 //! media read-write (or mounts it there on demand), and on drop syncs and
 //! puts it back the way it was. A lock file keeps the CLI and the

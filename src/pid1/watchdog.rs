@@ -5,7 +5,10 @@
 //! * Opened as soon as the device exists (the driver is loaded by udev's
 //!   coldplug in bring-up); the timeout is set to 60 s, or to what the
 //!   supervisor published from host.toml `[watchdog] timeout` in
-//!   `/run/walden/watchdog.timeout`.
+//!   `/run/walden/watchdog.timeout`. The console says `hardware watchdog
+//!   /dev/watchdog armed (N s)`, and `... timeout set to N s` when a
+//!   published timeout arrives later (the driver may load before or after
+//!   the supervisor's "watchdog" step) or changes with `config apply`.
 //! * A background thread asks the supervisor for its status on the control
 //!   socket every quarter timeout. PID 1's loop pings the device only while
 //!   the last answer is younger than half the timeout: a stopped, deadlocked
@@ -133,11 +136,22 @@ impl Watchdog {
             return;
         }
         let Some(f) = &self.file else { return };
+        // Zero while `open` arms the device: its "armed" line names the value.
+        let rearmed = self.timeout != Duration::ZERO;
         let mut secs = want.as_secs() as libc::c_int;
         // SAFETY: WDIOC_SETTIMEOUT reads and writes one int through the
         // pointer, which points at `secs` for the duration of the call.
         match unsafe { wdioc_settimeout(f.as_raw_fd(), &mut secs) } {
-            Ok(_) => self.set_timeout(Duration::from_secs(secs.max(1) as u64)),
+            Ok(_) => {
+                self.set_timeout(Duration::from_secs(secs.max(1) as u64));
+                if rearmed {
+                    super::console(&format!(
+                        "hardware watchdog {} timeout set to {} s",
+                        self.device.display(),
+                        self.timeout.as_secs()
+                    ));
+                }
+            }
             Err(e) => {
                 super::console(&format!(
                     "watchdog: cannot set the timeout to {} s: {e}; keeping the driver's",
