@@ -1070,10 +1070,12 @@ fn guest_disks_are_made_and_attached_as_configured_and_a_uefi_guest_boots() -> a
     )
 }
 
-/// Guest d has four disks: a new qcow2 of `size` with cache = "none" and
-/// io = "native"; an overlay of a `base`; a new raw image on `bus =
-/// "scsi"`; a host block device (`device`) `read_only`. It prints what its
-/// kernel sees; after power-off the images are read from the config disk.
+/// Guest d has four disks, each with its own keys, so that each key's
+/// effect is told apart: a new qcow2 of `size` with cache = "none" and io =
+/// "native"; an overlay of a `base` on `bus = "scsi"`; a new raw image
+/// (`format`); a host block device (`device`) `read_only`. It prints what
+/// its kernel sees; after power-off the images are read from the config
+/// disk.
 /// Guest u boots through UEFI (OVMF -> GRUB from its disk -> the kernel).
 fn guest_disks_are_made_and_attached_as_configured_and_a_uefi_guest_boots_once(
 ) -> anyhow::Result<()> {
@@ -1092,12 +1094,15 @@ fn guest_disks_are_made_and_attached_as_configured_and_a_uefi_guest_boots_once(
             &q("cache", "none"),
             &q("io", "native"),
         ])
-        .disk(&[&q("path", OVERLAY), &q("base", BASE_ON_IMAGE)])
+        .disk(&[
+            &q("path", OVERLAY),
+            &q("base", BASE_ON_IMAGE),
+            &q("bus", "scsi"),
+        ])
         .disk(&[
             &q("path", NEW_RAW),
             &q("size", &format!("{NEW_RAW_MIB}MiB")),
             &q("format", "raw"),
-            &q("bus", "scsi"),
         ])
         .disk(&[
             &q("device", &format!("/dev/disk/by-id/virtio-{DEVICE_SERIAL}")),
@@ -1212,21 +1217,30 @@ fn check_guest_disks(console: &str) -> Vec<String> {
         )),
     }
     match find(BASE_MIB) {
-        Some(d) if d.dev.starts_with("vd") && !d.ro && d.head.starts_with(BASE_MARK) => {}
+        Some(d) if !d.ro && d.head.starts_with(BASE_MARK) => {}
         other => problems.push(format!(
-            "base: no writable {BASE_MIB} MiB virtio disk starting with {BASE_MARK} in guest d: {other:?}"
+            "base: no writable {BASE_MIB} MiB disk starting with {BASE_MARK} in guest d: {other:?}"
         )),
     }
+    if !find(BASE_MIB).is_some_and(|d| d.dev.starts_with("sd")) {
+        problems.push(format!(
+            "bus = \"scsi\": the {BASE_MIB} MiB disk is not a SCSI disk (sd*) in guest d: {:?}",
+            find(BASE_MIB)
+        ));
+    }
     match find(NEW_RAW_MIB) {
-        Some(d) if d.dev.starts_with("sd") && !d.ro => {}
+        Some(d) if d.dev.starts_with("vd") && !d.ro => {}
         other => problems.push(format!(
-            "bus = \"scsi\" + format = \"raw\": no {NEW_RAW_MIB} MiB SCSI disk (sd*) in guest d: {other:?}"
+            "format = \"raw\": no writable {NEW_RAW_MIB} MiB virtio disk in guest d: {other:?}"
         )),
     }
     match find(DEVICE_MIB) {
-        Some(d) if d.ro && d.head.starts_with(DEVICE_MARK) => {}
+        Some(d) if d.head.starts_with(DEVICE_MARK) && d.ro => {}
+        Some(d) if d.head.starts_with(DEVICE_MARK) => {
+            problems.push(format!("read_only: guest d can write to {d:?}"))
+        }
         other => problems.push(format!(
-            "device + read_only: no read-only {DEVICE_MIB} MiB disk starting with {DEVICE_MARK} in guest d: {other:?}"
+            "device: no {DEVICE_MIB} MiB disk starting with {DEVICE_MARK} in guest d: {other:?}"
         )),
     }
     problems
