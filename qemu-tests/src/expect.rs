@@ -79,13 +79,29 @@ pub const SCREEN_REACH: &str = "reach it: ssh root@";
 pub const SCREEN_END: &str = "press Enter to show this again";
 
 /// A tiny nested guest is up and answers the power button:
-/// `GUEST-UP <name> after <uptime> s, kernel <release>` on its serial log
-/// (see `guest_assets`). Use [`guest_up`] for one guest.
+/// `GUEST-UP <name> after <uptime> s, kernel <release>, mem <MemTotal> kB,
+/// cpus <nproc>` on its serial log (see `guest_assets`; `up_facts` parses
+/// the last two). Use [`guest_up`] for one guest.
 pub const GUEST_UP: &str = "GUEST-UP";
 
 /// A tiny guest saw the ACPI power button and powers off:
 /// `GUEST-DOWN <name> power button, powering off`.
 pub const GUEST_DOWN: &str = "GUEST-DOWN";
+
+/// A tiny guest told to ignore the power button saw a press:
+/// `GUEST-IGNORED <name> power button, ignored`.
+pub const GUEST_IGNORED: &str = "GUEST-IGNORED";
+
+/// A line typed on a tiny guest's serial console, sent back:
+/// `GUEST-ECHO <name>: <line>`.
+pub const GUEST_ECHO: &str = "GUEST-ECHO";
+
+/// One of a tiny guest's disks (with `walden.disks=N`):
+/// `GUEST-DISK <name> <dev> size=<512-byte sectors> ro=0|1 head=<first 16 bytes, other than [A-Za-z0-9_-] as .>`.
+pub const GUEST_DISK: &str = "GUEST-DISK";
+
+/// One of a tiny guest's NICs: `GUEST-NIC <name> <ifname> mac=<mac> driver=<driver>`.
+pub const GUEST_NIC: &str = "GUEST-NIC";
 
 /// A tiny guest's kernel log line about an e1000e: `GUEST-KLOG <name>: <line>`.
 pub const GUEST_KLOG: &str = "GUEST-KLOG";

@@ -4,12 +4,16 @@
 //!
 //! The guest's `/init` (see [`init_script`]) prints `GUEST-UP <name> ...` on
 //! ttyS0 once it can answer the ACPI power button (`button` + `evdev` are
-//! modules in Debian's kernel, so they are loaded with `insmod`), prints
-//! `GUEST-DOWN <name> ...` and powers off when the button is pressed, and
-//! optionally reports its passed-through devices' kernel log lines
-//! (`GUEST-KLOG`) and whether it reaches an address (`GUEST-PING`). What it
-//! is told comes from its kernel command line (`walden.guest=`,
-//! `walden.ip=`, `walden.ping=`), so one initramfs serves every guest.
+//! modules in Debian's kernel, so they are loaded with `insmod`), with the
+//! memory and CPUs its kernel sees; it prints `GUEST-DOWN <name> ...` and
+//! powers off when the button is pressed, and optionally reports its
+//! passed-through devices' kernel log lines (`GUEST-KLOG`), its NICs
+//! (`GUEST-NIC`), its disks (`GUEST-DISK`) and whether it reaches an
+//! address (`GUEST-PING`). Every line typed on its serial console comes
+//! back as `GUEST-ECHO <name>: <line>` (`walden guest console`). What it is
+//! told comes from its kernel command line (`walden.guest=`, `walden.ip=`,
+//! `walden.ping=`, `walden.disks=`, `walden.ignore_button`), so one
+//! initramfs serves every guest.
 //!
 //! "Crashing" a guest needs nothing inside it: the scenario kills the
 //! guest's QEMU process on the host.
@@ -33,12 +37,24 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// Busybox applets `/init` uses.
 pub const APPLETS: &[&str] = &[
     "sh", "mount", "insmod", "cat", "cut", "grep", "sed", "head", "sleep", "poweroff", "ip",
-    "ping", "dmesg",
+    "ping", "dmesg", "tr", "readlink", "nproc",
 ];
 
 /// Kernel modules the tiny guest loads (dependencies are added): the ACPI
-/// power button and its input events, a virtio NIC, an e1000e for passthrough.
-pub const MODULES: &[&str] = &["button", "evdev", "virtio_pci", "virtio_net", "e1000e"];
+/// power button and its input events, a virtio NIC, an e1000e for
+/// passthrough, an e1000 NIC (`model = "e1000"`), virtio-blk and SCSI disks
+/// on virtio-scsi (`bus = "scsi"`).
+pub const MODULES: &[&str] = &[
+    "button",
+    "evdev",
+    "virtio_pci",
+    "virtio_net",
+    "e1000e",
+    "e1000",
+    "virtio_blk",
+    "virtio_scsi",
+    "sd_mod",
+];
 
 /// Where the assets sit inside a config directory: `/config/images/tiny/`
 /// on the image, as in examples/minimal/guests/tiny.toml.
@@ -220,6 +236,12 @@ pub fn cmdline(name: &str, extra: &str) -> String {
 /// `/init`: mount, load `modules` (archive paths in load order), read the
 /// guest's orders from the command line, watch every "Power Button" input
 /// device, print the markers, then idle as PID 1.
+///
+/// Orders on the command line: `walden.guest=NAME`; `walden.ip=CIDR` and
+/// `walden.ping=ADDR` (configure the first NIC, ping ADDR);
+/// `walden.disks=N` (wait up to 60 s for N virtio/SCSI disks, then print a
+/// `GUEST-DISK` line for each); `walden.ignore_button` (a press only
+/// prints `GUEST-IGNORED`: the guest never powers off by itself).
 pub fn init_script(modules: &[PathBuf]) -> String {
     let insmods: String = modules
         .iter()
@@ -238,17 +260,26 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 # Only our own lines on the serial log (it is the guest's log file).
 echo 1 > /proc/sys/kernel/printk
-name=guest addr= peer=
+name=guest addr= peer= disks= ignore=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     walden.guest=*) name="${{arg#*=}}" ;;
     walden.ip=*) addr="${{arg#*=}}" ;;
     walden.ping=*) peer="${{arg#*=}}" ;;
+    walden.disks=*) disks="${{arg#*=}}" ;;
+    walden.ignore_button) ignore=1 ;;
   esac
 done
 {insmods}
 # The power button: any event on its input device is a press.
 watch() {{
+  if [ -n "$ignore" ]; then
+    while head -c 1 "$1" > /dev/null; do
+      echo "{ignored} $name power button, ignored"
+      sleep 1
+    done
+    return
+  fi
   head -c 1 "$1" > /dev/null
   echo "{down} $name power button, powering off"
   poweroff -f
@@ -261,7 +292,33 @@ for d in /sys/class/input/event*; do
   fi
 done
 [ "$buttons" -gt 0 ] || echo "GUEST-WARN $name: no power button input device"
-echo "{up} $name after $(cut -d' ' -f1 /proc/uptime 2>/dev/null || cat /proc/uptime) s, kernel $(cat /proc/sys/kernel/osrelease)"
+# The serial console answers (walden guest console): each line typed on it
+# comes back with a prefix.
+(while read -r line; do echo "{echo} $name: $line"; done) < /dev/ttyS0 > /dev/console 2>&1 &
+# Disks: wait for the expected number (SCSI disks appear asynchronously).
+if [ -n "$disks" ]; then
+  try=0
+  while [ "$try" -lt 60 ]; do
+    n=0
+    for b in /sys/block/vd* /sys/block/sd*; do [ -e "$b" ] && n=$((n + 1)); done
+    [ "$n" -ge "$disks" ] && break
+    sleep 1
+    try=$((try + 1))
+  done
+  for b in /sys/block/vd* /sys/block/sd*; do
+    [ -e "$b" ] || continue
+    d="${{b##*/}}"
+    echo "{disk} $name $d size=$(cat "$b/size") ro=$(cat "$b/ro") head=$(head -c 16 "/dev/$d" 2>/dev/null | tr -c 'A-Za-z0-9_-' '.')"
+  done
+fi
+# NICs: address and driver.
+for i in /sys/class/net/*; do
+  n="${{i##*/}}"
+  [ "$n" = lo ] && continue
+  echo "{nic} $name $n mac=$(cat "$i/address") driver=$(readlink "$i/device/driver" | sed 's,.*/,,')"
+done
+mem=$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)
+echo "{up} $name after $(cut -d' ' -f1 /proc/uptime 2>/dev/null || cat /proc/uptime) s, kernel $(cat /proc/sys/kernel/osrelease), mem $mem kB, cpus $(nproc)"
 # Passed-through devices: what the guest's kernel said about them.
 dmesg | grep -i e1000e | sed "s/^/{klog} $name: /"
 if [ -n "$addr" ]; then
@@ -288,9 +345,33 @@ while :; do sleep 3600; done
 "#,
         up = expect::GUEST_UP,
         down = expect::GUEST_DOWN,
+        ignored = expect::GUEST_IGNORED,
+        echo = expect::GUEST_ECHO,
+        disk = expect::GUEST_DISK,
+        nic = expect::GUEST_NIC,
         klog = expect::GUEST_KLOG,
         ping = expect::GUEST_PING,
     )
+}
+
+/// What a `GUEST-UP` line says about the guest's hardware: MemTotal in
+/// KiB and the number of online CPUs, as its own kernel sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpFacts {
+    /// `MemTotal` of /proc/meminfo, KiB.
+    pub mem_kib: u64,
+    /// `nproc`.
+    pub cpus: u32,
+}
+
+/// Parse the facts of a `GUEST-UP <name> after .. s, kernel .., mem N kB,
+/// cpus M` line (None when the line has no such fields).
+pub fn up_facts(line: &str) -> Option<UpFacts> {
+    let mem = line.split(", mem ").nth(1)?;
+    let mem_kib = mem.split_whitespace().next()?.parse().ok()?;
+    let cpus = line.split(", cpus ").nth(1)?;
+    let cpus = cpus.split_whitespace().next()?.parse().ok()?;
+    Some(UpFacts { mem_kib, cpus })
 }
 
 /// One tiny guest's `guests/NAME.toml`.
@@ -300,6 +381,18 @@ pub struct TinyGuest {
     pub name: String,
     /// Memory in MiB (default 128).
     pub memory_mib: u32,
+    /// vcpus (default 1).
+    pub vcpus: u32,
+    /// `cpu = { weight = .. }` when set.
+    pub cpu_weight: Option<u32>,
+    /// `cpu = { max = "N%" }` when set.
+    pub cpu_max_pct: Option<u32>,
+    /// `autostart` (default true).
+    pub autostart: bool,
+    /// `balloon = true`.
+    pub balloon: bool,
+    /// `vnc = true`.
+    pub vnc: bool,
     /// Guests that must run first.
     pub after: Vec<String>,
     /// `restart = ..` when set.
@@ -308,11 +401,26 @@ pub struct TinyGuest {
     pub shutdown_timeout: String,
     /// Extra kernel command line (see [`cmdline`]).
     pub cmdline_extra: String,
-    /// Further TOML appended verbatim (`[[nic]]`, `[[pci]]` tables).
+    /// The `[[nic]]` tables.
+    pub nics: Vec<TinyNic>,
+    /// Further TOML appended verbatim (`[[disk]]`, `[[pci]]` tables).
     pub tables: String,
     /// Boot through UEFI firmware (OVMF) from a disk instead of QEMU's
     /// direct kernel boot ([`TinyGuestAssets::uefi_disk`]).
     pub uefi: bool,
+}
+
+/// One `[[nic]]` of a tiny guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TinyNic {
+    /// `bridge`.
+    pub bridge: String,
+    /// `vlan`.
+    pub vlan: Option<u16>,
+    /// `mac`.
+    pub mac: Option<String>,
+    /// `model`.
+    pub model: Option<String>,
 }
 
 impl TinyGuest {
@@ -321,10 +429,17 @@ impl TinyGuest {
         Self {
             name: name.to_string(),
             memory_mib: 128,
+            vcpus: 1,
+            cpu_weight: None,
+            cpu_max_pct: None,
+            autostart: true,
+            balloon: false,
+            vnc: false,
             after: Vec::new(),
             restart: None,
             shutdown_timeout: "60s".into(),
             cmdline_extra: String::new(),
+            nics: Vec::new(),
             tables: String::new(),
             uefi: false,
         }
@@ -346,6 +461,64 @@ impl TinyGuest {
         format!("/config/{ASSETS_REL}/uefi-{}.img", self.name)
     }
 
+    /// `memory = "<mib>MiB"`.
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// `vcpus = n`.
+    pub fn vcpus(mut self, n: u32) -> Self {
+        self.vcpus = n;
+        self
+    }
+
+    /// `cpu = { weight = weight, max = "<max_pct>%" }`.
+    pub fn cpu(mut self, weight: u32, max_pct: u32) -> Self {
+        self.cpu_weight = Some(weight);
+        self.cpu_max_pct = Some(max_pct);
+        self
+    }
+
+    /// `autostart = false`: started only by `walden guest start`.
+    pub fn manual(mut self) -> Self {
+        self.autostart = false;
+        self
+    }
+
+    /// `balloon = true`.
+    pub fn balloon(mut self) -> Self {
+        self.balloon = true;
+        self
+    }
+
+    /// `vnc = true`.
+    pub fn vnc(mut self) -> Self {
+        self.vnc = true;
+        self
+    }
+
+    /// `shutdown_timeout = "<t>"`.
+    pub fn shutdown_timeout(mut self, t: &str) -> Self {
+        self.shutdown_timeout = t.to_string();
+        self
+    }
+
+    /// The guest ignores the ACPI power button (it prints `GUEST-IGNORED`
+    /// for each press and never powers off by itself).
+    pub fn ignoring_the_power_button(self) -> Self {
+        self.kernel_arg("walden.ignore_button")
+    }
+
+    /// Add `arg` to the guest's kernel command line.
+    pub fn kernel_arg(mut self, arg: &str) -> Self {
+        if !self.cmdline_extra.is_empty() {
+            self.cmdline_extra.push(' ');
+        }
+        self.cmdline_extra.push_str(arg);
+        self
+    }
+
     /// Start only after `other` runs.
     pub fn after(mut self, other: &str) -> Self {
         self.after.push(other.to_string());
@@ -361,21 +534,21 @@ impl TinyGuest {
     /// A virtio NIC on `bridge` (untagged in `vlan` when given), configured
     /// in the guest as `addr` (CIDR), pinging `peer`.
     pub fn nic_pinging(mut self, bridge: &str, vlan: Option<u16>, addr: &str, peer: &str) -> Self {
-        let _ = write!(self.tables, "\n[[nic]]\nbridge = \"{bridge}\"\n");
-        if let Some(id) = vlan {
-            let _ = writeln!(self.tables, "vlan = {id}");
-        }
-        self.cmdline_extra = format!("walden.ip={addr} walden.ping={peer}");
-        self
+        self.nics.push(TinyNic {
+            bridge: bridge.to_string(),
+            vlan,
+            mac: None,
+            model: None,
+        });
+        self.kernel_arg(&format!("walden.ip={addr} walden.ping={peer}"))
     }
 
-    /// A disk image at `path` (on the walden host) that walden creates
-    /// with `size` when missing; the tiny guest ignores it.
-    pub fn disk(mut self, path: &str, size: &str) -> Self {
-        let _ = write!(
-            self.tables,
-            "\n[[disk]]\npath = \"{path}\"\nsize = \"{size}\"\n"
-        );
+    /// Give the last NIC `mac = ..` and `model = ..`.
+    pub fn nic_mac_model(mut self, mac: &str, model: &str) -> Self {
+        if let Some(nic) = self.nics.last_mut() {
+            nic.mac = Some(mac.to_string());
+            nic.model = Some(model.to_string());
+        }
         self
     }
 
@@ -385,15 +558,52 @@ impl TinyGuest {
         self
     }
 
+    /// Pass through the host device at PCI address `addr` (a `[[vfio]]`
+    /// `pci` of host.toml).
+    pub fn pci_device(mut self, addr: &str) -> Self {
+        let _ = write!(self.tables, "\n[[pci]]\ndevice = \"{addr}\"\n");
+        self
+    }
+
+    /// A `[[disk]]` table with `keys` (TOML lines, e.g. `path = ".."`).
+    pub fn disk(mut self, keys: &[&str]) -> Self {
+        self.tables.push_str("\n[[disk]]\n");
+        for k in keys {
+            self.tables.push_str(k);
+            self.tables.push('\n');
+        }
+        self
+    }
+
     /// The file's text.
     pub fn toml(&self) -> String {
         let after: Vec<String> = self.after.iter().map(|a| format!("\"{a}\"")).collect();
         let mut t = format!(
-            "schema = 1\nmemory = \"{}MiB\"\nvcpus = 1\nafter = [{}]\nshutdown_timeout = \"{}\"\n",
+            "schema = 1\nmemory = \"{}MiB\"\nvcpus = {}\nafter = [{}]\nshutdown_timeout = \"{}\"\n",
             self.memory_mib,
+            self.vcpus,
             after.join(", "),
             self.shutdown_timeout
         );
+        let mut cpu = Vec::new();
+        if let Some(w) = self.cpu_weight {
+            cpu.push(format!("weight = {w}"));
+        }
+        if let Some(m) = self.cpu_max_pct {
+            cpu.push(format!("max = \"{m}%\""));
+        }
+        if !cpu.is_empty() {
+            let _ = writeln!(t, "cpu = {{ {} }}", cpu.join(", "));
+        }
+        if !self.autostart {
+            t.push_str("autostart = false\n");
+        }
+        if self.balloon {
+            t.push_str("balloon = true\n");
+        }
+        if self.vnc {
+            t.push_str("vnc = true\n");
+        }
         if let Some(r) = &self.restart {
             let _ = writeln!(t, "restart = \"{r}\"");
         }
@@ -409,6 +619,18 @@ impl TinyGuest {
                 "\n[boot]\nkernel = \"{KERNEL_ON_IMAGE}\"\ninitrd = \"{INITRD_ON_IMAGE}\"\ncmdline = \"{}\"\n",
                 cmdline(&self.name, &self.cmdline_extra)
             );
+        }
+        for nic in &self.nics {
+            let _ = write!(t, "\n[[nic]]\nbridge = \"{}\"\n", nic.bridge);
+            if let Some(id) = nic.vlan {
+                let _ = writeln!(t, "vlan = {id}");
+            }
+            if let Some(mac) = &nic.mac {
+                let _ = writeln!(t, "mac = \"{mac}\"");
+            }
+            if let Some(model) = &nic.model {
+                let _ = writeln!(t, "model = \"{model}\"");
+            }
         }
         t.push_str(&self.tables);
         t
@@ -530,5 +752,100 @@ mod tests {
         let up = s.find(expect::GUEST_UP).unwrap();
         assert!(insmod < up);
         assert!(s.contains("poweroff -f"));
+    }
+
+    #[test]
+    fn init_script_reports_memory_cpus_disks_and_nics_before_up() {
+        let s = init_script(&[]);
+        let up_line = s.lines().find(|l| l.contains(expect::GUEST_UP)).unwrap();
+        assert!(
+            up_line.contains(", mem $mem kB, cpus $(nproc)"),
+            "{up_line}"
+        );
+        assert!(s.contains("MemTotal"), "{s}");
+        let up = s.find(expect::GUEST_UP).unwrap();
+        for marker in [expect::GUEST_DISK, expect::GUEST_NIC] {
+            let at = s.find(&format!("echo \"{marker} ")).unwrap();
+            assert!(at < up, "{marker} after {}", expect::GUEST_UP);
+        }
+        assert!(s.contains("walden.disks=*"), "{s}");
+        // An ignoring guest prints a line per press and never powers off.
+        let ignore = s.find("if [ -n \"$ignore\" ]").unwrap();
+        let ignored = s.find(expect::GUEST_IGNORED).unwrap();
+        let poweroff = s.find("poweroff -f").unwrap();
+        assert!(ignore < ignored && ignored < poweroff, "{s}");
+        assert!(
+            s.contains(&format!("{} $name: $line", expect::GUEST_ECHO)),
+            "{s}"
+        );
+        for applet in ["tr ", "readlink ", "nproc"] {
+            assert!(s.contains(applet), "{applet}");
+            assert!(
+                APPLETS.contains(&applet.trim()),
+                "{applet} is not in APPLETS"
+            );
+        }
+    }
+
+    #[test]
+    fn up_facts_reads_memory_and_cpus() {
+        let line =
+            "guest-log: GUEST-UP z after 31.42 s, kernel 6.1.0-57-amd64, mem 187604 kB, cpus 2";
+        assert_eq!(
+            up_facts(line),
+            Some(UpFacts {
+                mem_kib: 187604,
+                cpus: 2
+            })
+        );
+        assert_eq!(up_facts("GUEST-UP a after 3 s, kernel 6.1"), None);
+    }
+
+    #[test]
+    fn guest_toml_has_every_set_key() {
+        let t = TinyGuest::new("z")
+            .memory_mib(200)
+            .vcpus(2)
+            .cpu(600, 30)
+            .balloon()
+            .vnc()
+            .manual()
+            .shutdown_timeout("10s")
+            .ignoring_the_power_button()
+            .disk(&["path = \"/x.qcow2\"", "size = \"64MiB\""])
+            .toml();
+        for want in [
+            "memory = \"200MiB\"\n",
+            "vcpus = 2\n",
+            "cpu = { weight = 600, max = \"30%\" }\n",
+            "balloon = true\n",
+            "vnc = true\n",
+            "autostart = false\n",
+            "shutdown_timeout = \"10s\"\n",
+            "walden.guest=z walden.ignore_button\"",
+            "\n[[disk]]\npath = \"/x.qcow2\"\nsize = \"64MiB\"\n",
+        ] {
+            assert!(t.contains(want), "{want:?} not in\n{t}");
+        }
+        let plain = TinyGuest::new("a").toml();
+        for absent in ["cpu =", "balloon", "vnc", "autostart", "[[disk]]"] {
+            assert!(!plain.contains(absent), "{absent} in\n{plain}");
+        }
+        // The top-level keys come before the first table.
+        assert!(t.find("vnc = true").unwrap() < t.find("[boot]").unwrap());
+    }
+
+    #[test]
+    fn nic_mac_and_model_and_pci_device() {
+        let t = TinyGuest::new("v")
+            .nic_pinging("br0", Some(20), "10.20.0.2/24", "10.20.0.1")
+            .nic_mac_model("52:54:00:ab:cd:20", "e1000")
+            .pci_device("0000:00:11.0")
+            .toml();
+        assert!(
+            t.contains("[[nic]]\nbridge = \"br0\"\nvlan = 20\nmac = \"52:54:00:ab:cd:20\"\nmodel = \"e1000\"\n"),
+            "{t}"
+        );
+        assert!(t.contains("[[pci]]\ndevice = \"0000:00:11.0\"\n"), "{t}");
     }
 }

@@ -39,6 +39,7 @@ pub mod error;
 pub mod expect;
 pub mod grubcfg;
 pub mod guest_assets;
+pub mod guest_watch;
 pub mod host_toml;
 pub mod initramfs;
 pub mod kernel_vm;

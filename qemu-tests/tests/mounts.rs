@@ -79,7 +79,8 @@ fn scenario_once() -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    let mut ondata = TinyGuest::new("ondata").disk("/srv/data/vm/ondata.qcow2", "64MiB");
+    let mut ondata = TinyGuest::new("ondata")
+        .disk(&["path = \"/srv/data/vm/ondata.qcow2\"", "size = \"64MiB\""]);
     let mut free = TinyGuest::new("free");
     // Off quickly on the power button, booted or not: this scenario is
     // about where their files are, not about their shutdown.

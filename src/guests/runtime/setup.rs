@@ -49,9 +49,12 @@ log_outputs = "3:stderr"
 "#;
 
 /// Directories libvirt and the guests need (relative to the root).
+/// run/lock: `virsh console` (`walden guest console`) locks the guest's pty
+/// in /var/lock, a link to /run/lock, which the tmpfs on /run hides.
 pub const DIRS: &[&str] = &[
     "etc/libvirt",
     "run/libvirt",
+    "run/lock",
     "var/lib/libvirt/qemu/nvram",
     "var/cache/libvirt/qemu",
     "var/log/libvirt/qemu",
