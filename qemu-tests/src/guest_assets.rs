@@ -66,6 +66,51 @@ pub const KERNEL_ON_IMAGE: &str = "/config/images/tiny/vmlinuz";
 /// The initramfs's path as guests on the image see it.
 pub const INITRD_ON_IMAGE: &str = "/config/images/tiny/initrd.img";
 
+/// The stub guest's multiboot kernel as guests on the image see it.
+pub const STUB_ON_IMAGE: &str = "/config/images/tiny/stub.elf";
+
+/// The stub guest's source and linker script (qemu-tests/stub/).
+fn stub_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("stub")
+}
+
+/// Build the stub guest (qemu-tests/stub/stub.c, a multiboot kernel of a
+/// few KiB: the markers, the power button and the console echo without
+/// Linux) into `dest` with Debian's gcc and ld.
+pub fn build_stub(dest: &Path) -> Result<()> {
+    let src = stub_source();
+    let script = format!("-Wl,-T,{}", src.join("stub.ld").display());
+    let c = src.join("stub.c").display().to_string();
+    let out = dest.display().to_string();
+    run(
+        "gcc",
+        [
+            "-m32",
+            "-march=i686",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-ffreestanding",
+            "-fno-pic",
+            "-fno-pie",
+            "-no-pie",
+            "-fno-stack-protector",
+            "-fno-asynchronous-unwind-tables",
+            "-nostdlib",
+            "-static",
+            "-Wl,--build-id=none",
+            "-Wl,-z,noexecstack",
+            "-Wl,--no-warn-rwx-segments",
+            &script,
+            &c,
+            "-o",
+            &out,
+        ],
+    )
+    .map(drop)
+}
+
 /// The kernel and initramfs of the tiny guest, on this machine.
 #[derive(Debug, Clone)]
 pub struct TinyGuestAssets {
@@ -75,6 +120,8 @@ pub struct TinyGuestAssets {
     pub initrd: PathBuf,
     /// The kernel release the modules belong to.
     pub release: String,
+    /// The stub guest's kernel ([`build_stub`]).
+    pub stub: PathBuf,
 }
 
 impl TinyGuestAssets {
@@ -92,10 +139,13 @@ impl TinyGuestAssets {
         // the end, and this file is worth keeping for a rerun by hand.
         let initrd = out_dir.join("tiny-initrd.cpio");
         initramfs.write(&initrd)?;
+        let stub = out_dir.join("stub.elf");
+        build_stub(&stub)?;
         Ok(Self {
             kernel,
             initrd,
             release,
+            stub,
         })
     }
 
@@ -171,12 +221,17 @@ impl TinyGuestAssets {
         Ok(())
     }
 
-    /// Copy the kernel and initramfs into `config_dir/images/tiny/`, where
-    /// [`KERNEL_ON_IMAGE`] and [`INITRD_ON_IMAGE`] find them.
+    /// Copy the kernel, initramfs and stub into `config_dir/images/tiny/`,
+    /// where [`KERNEL_ON_IMAGE`], [`INITRD_ON_IMAGE`] and [`STUB_ON_IMAGE`]
+    /// find them.
     pub fn install(&self, config_dir: &Path) -> Result<()> {
         let dir = config_dir.join(ASSETS_REL);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        for (src, name) in [(&self.kernel, "vmlinuz"), (&self.initrd, "initrd.img")] {
+        for (src, name) in [
+            (&self.kernel, "vmlinuz"),
+            (&self.initrd, "initrd.img"),
+            (&self.stub, "stub.elf"),
+        ] {
             let dest = dir.join(name);
             std::fs::copy(src, &dest).map_err(|e| Error::io("copy to", &dest, e))?;
         }
@@ -408,6 +463,11 @@ pub struct TinyGuest {
     /// Boot through UEFI firmware (OVMF) from a disk instead of QEMU's
     /// direct kernel boot ([`TinyGuestAssets::uefi_disk`]).
     pub uefi: bool,
+    /// Boot the stub guest ([`build_stub`]) instead of Linux: the same
+    /// `GUEST-UP`/`GUEST-DOWN`/`GUEST-IGNORED`/`GUEST-ECHO` lines at once,
+    /// nothing else (no NIC, disk or ping lines; its `mem` is the RAM the
+    /// firmware reports, `cpus` the enabled CPUs of the ACPI MADT).
+    pub stub: bool,
 }
 
 /// One `[[nic]]` of a tiny guest.
@@ -442,7 +502,15 @@ impl TinyGuest {
             nics: Vec::new(),
             tables: String::new(),
             uefi: false,
+            stub: false,
         }
+    }
+
+    /// Boot the stub guest instead of Linux (see the `stub` field): for
+    /// scenarios where the guest OS does not matter.
+    pub fn stub(mut self) -> Self {
+        self.stub = true;
+        self
     }
 
     /// Boot with `[boot] firmware = "uefi"` from a small EFI system disk
@@ -612,6 +680,12 @@ impl TinyGuest {
                 t,
                 "\n[boot]\nfirmware = \"uefi\"\n\n[[disk]]\npath = \"{}\"\nformat = \"raw\"\nread_only = true\n",
                 self.uefi_disk_on_image()
+            );
+        } else if self.stub {
+            let _ = write!(
+                t,
+                "\n[boot]\nkernel = \"{STUB_ON_IMAGE}\"\ncmdline = \"{}\"\n",
+                cmdline(&self.name, &self.cmdline_extra)
             );
         } else {
             let _ = write!(

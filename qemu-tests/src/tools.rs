@@ -15,6 +15,7 @@ fn package_of(tool: &str) -> &'static str {
         "mkfs.ext4" | "debugfs" => "e2fsprogs",
         "mkfs.xfs" => "xfsprogs",
         "sfdisk" => "fdisk",
+        "gcc" => "gcc",
         t if t.starts_with('m') => "mtools",
         t if t.starts_with("qemu-system") => "qemu-system-x86",
         _ => "the package providing it",

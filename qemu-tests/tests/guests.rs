@@ -1,6 +1,8 @@
-//! Guests (issue 7): tiny nested guests (the image's kernel + a busybox
-//! initramfs, see `qemu_tests::guest_assets`) started by walden through
-//! libvirt inside the booted image. Every guest key is set away from its
+//! Guests (issue 7): tiny nested guests started by walden through libvirt
+//! inside the booted image (see `qemu_tests::guest_assets`): the stub guest
+//! (a multiboot kernel of a few KiB, up at once) where the guest OS does
+//! not matter, in boots 1-3; the image's kernel with a busybox initramfs
+//! where the guest's own view of devices does, in boots 4 and 5. Every guest key is set away from its
 //! default somewhere here and its effect is seen from outside walden: in
 //! the guest's own serial output, in its QEMU process on the host, or in
 //! the files on the config disk after power-off.
@@ -9,8 +11,8 @@
 //!
 //! 1. `two_guests_start_in_order_and_stop_cleanly_on_the_power_button`:
 //!    b `after` z (which sorts after b by name): z's QEMU starts first
-//!    (process start times); z's `memory`, `vcpus` (the guest's MemTotal
-//!    and nproc), `cpu` (cpu.weight and cpu.max of its cgroup), `balloon`
+//!    (process start times); z's `memory`, `vcpus` (the RAM and CPUs its
+//!    firmware reports to the guest), `cpu` (cpu.weight and cpu.max of its cgroup), `balloon`
 //!    and `vnc` (its QEMU's argv, the VNC socket on 127.0.0.1) against b's
 //!    defaults; the power button shuts z and b down through ACPI (their
 //!    serial logs on the config disk end with GUEST-DOWN), while i, which
@@ -235,13 +237,15 @@ fn two_guests_start_in_order_and_stop_cleanly_on_the_power_button_once() -> anyh
     // b has the defaults to compare with. i ignores the power button.
     let guests = [
         TinyGuest::new("z")
+            .stub()
             .memory_mib(Z_MEMORY_MIB as u32)
             .vcpus(Z_VCPUS)
             .cpu(Z_CPU_WEIGHT, Z_CPU_MAX_PCT)
             .balloon()
             .vnc(),
-        TinyGuest::new("b").after("z"),
+        TinyGuest::new("b").stub().after("z"),
         TinyGuest::new("i")
+            .stub()
             .ignoring_the_power_button()
             .shutdown_timeout(&format!("{I_SHUTDOWN_TIMEOUT_S}s")),
     ];
@@ -358,8 +362,9 @@ fn facts(console: &str, name: &str) -> Option<UpFacts> {
         .and_then(up_facts)
 }
 
-/// `memory`, `vcpus`: what z's kernel sees (MemTotal is the memory minus
-/// what the kernel keeps), against b's defaults.
+/// `memory`, `vcpus`: what z's firmware tells its OS (the stub guest
+/// prints the RAM of the multiboot memory map, a little under `memory`,
+/// and the enabled CPUs of the ACPI MADT), against b's defaults.
 fn check_memory_and_vcpus(console: &str) -> Vec<String> {
     let (z, b) = (facts(console, "z"), facts(console, "b"));
     eprintln!("guest z: {z:?}, guest b: {b:?}");
@@ -513,7 +518,8 @@ const CLI: &str = "GUEST-CLI";
 /// autostart is long done: checks it has no QEMU, `list`, `start` (waits
 /// for its marker), `list`, `console` (types a line, which the guest
 /// echoes), `restart` (waits for a second marker), `stop` (waits for its
-/// QEMU to go), `list`. Each step and its output go to the console; a
+/// QEMU to go, then for walden to notice: it polls libvirt every second,
+/// so `list` may say `stopping` for a moment), `list`. Each step and its output go to the console; a
 /// wait gives up after 300 s with a `timeout` line and the steps go on.
 fn guest_cli(name: &str, autostarted: &str) -> String {
     let script = format!(
@@ -539,6 +545,7 @@ fn guest_cli(name: &str, autostarted: &str) -> String {
          cli stop {name}\n\
          wait_for 'its QEMU to go' '[ $(qemu) = - ]'\n\
          say \"stopped: qemu=$(qemu) ups=$(count {up}) downs=$(count {down})\"\n\
+         wait_for 'walden guest list to say stopped' \"walden guest list 2>/dev/null | grep -q '^{name}  *stopped '\"\n\
          cli list\n\
          say done\n",
         log = serial_log(name),
@@ -566,9 +573,9 @@ fn killed_guest_is_restarted_until_the_crash_loop_limit_once() -> anyhow::Result
         return Ok(());
     };
     let guests = [
-        TinyGuest::new("a").restart("on-failure"),
-        TinyGuest::new("n").restart("never"),
-        TinyGuest::new("m").manual(),
+        TinyGuest::new("a").stub().restart("on-failure"),
+        TinyGuest::new("n").stub().restart("never"),
+        TinyGuest::new("m").stub().manual(),
     ];
     let host = format!(
         "{HOST_TOML}{}{}{}",
@@ -787,8 +794,8 @@ fn config_apply_adds_c_removes_b_and_leaves_a_alone_once() -> anyhow::Result<()>
     let Some(env) = TestEnv::with_image("config_apply_adds_c_removes_b_and_leaves_a_alone")? else {
         return Ok(());
     };
-    let a = TinyGuest::new("a");
-    let (b, c) = (TinyGuest::new("b"), TinyGuest::new("c"));
+    let a = TinyGuest::new("a").stub();
+    let (b, c) = (TinyGuest::new("b").stub(), TinyGuest::new("c").stub());
     // The watcher follows all three from the start; c has no log yet.
     let names = ["a", "b", "c"];
     let assets = TinyGuestAssets::build(env.artifacts()?, env.dir())?;

@@ -121,6 +121,70 @@ fn tiny_guest_boots_to_its_marker_and_powers_off_on_the_button() -> anyhow::Resu
     Ok(())
 }
 
+/// The stub guest (`TinyGuest::stub`, qemu-tests/stub/stub.c) on plain
+/// QEMU, twice: one boot prints its marker, echoes a line typed on its
+/// serial console and powers off on the ACPI power button; one with
+/// `walden.ignore_button` reports the press and keeps running. What the
+/// guest scenarios rely on, checked before they nest it in the image.
+#[test]
+fn stub_guest_answers_its_console_and_the_power_button() -> anyhow::Result<()> {
+    use qemu_tests::guest_assets::{build_stub, cmdline};
+    use qemu_tests::{expect, DirectKernel};
+    let Some(env) = TestEnv::with_image("stub_guest_answers_its_console_and_the_power_button")?
+    else {
+        return Ok(());
+    };
+    let stub = env.dir().join("stub.elf");
+    build_stub(&stub)?;
+    // QEMU hands -initrd to a multiboot kernel as a module: an empty one.
+    let module = env.dir().join("empty-module");
+    std::fs::write(&module, b"")?;
+    let boot = |extra: &str| DirectKernel {
+        kernel: stub.clone(),
+        initrd: module.clone(),
+        append: cmdline("stub", extra),
+    };
+    let started = std::time::Instant::now();
+    let mut m = env
+        .machine()
+        .memory_mib(128)
+        .direct_kernel(boot(""))
+        .no_reboot()
+        .fail_on("GUEST-WARN")
+        .start()?;
+    let up = m.wait_for_console(&expect::guest_up("stub"), Duration::from_secs(60))?;
+    eprintln!("{up} ({:.1?} on the host clock)", started.elapsed());
+    m.send_console("walden-console-probe\r")?;
+    m.wait_for_console(
+        &format!("{} stub: walden-console-probe", expect::GUEST_ECHO),
+        Duration::from_secs(30),
+    )?;
+    m.powerdown()?;
+    m.wait_for_console(&expect::guest_down("stub"), Duration::from_secs(30))?;
+    let exit = m.wait_exit(Duration::from_secs(30))?;
+    assert!(exit.success(), "QEMU exited with {exit}");
+    drop(m);
+
+    let mut m = env
+        .machine()
+        .memory_mib(128)
+        .direct_kernel(boot("walden.ignore_button"))
+        .no_reboot()
+        .fail_on("GUEST-WARN")
+        .start()?;
+    m.wait_for_console(&expect::guest_up("stub"), Duration::from_secs(60))?;
+    m.powerdown()?;
+    m.wait_for_console(
+        &format!("{} stub ", expect::GUEST_IGNORED),
+        Duration::from_secs(30),
+    )?;
+    anyhow::ensure!(
+        m.wait_exit(Duration::from_secs(5)).is_err(),
+        "the stub told to ignore the power button powered off"
+    );
+    Ok(())
+}
+
 /// The tiny guest's UEFI disk (`TinyGuest::uefi`: OVMF -> GRUB from the
 /// EFI system partition -> the kernel) on plain QEMU with OVMF: the asset
 /// works before a scenario nests it in the image.

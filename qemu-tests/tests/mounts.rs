@@ -80,8 +80,9 @@ fn scenario_once() -> anyhow::Result<()> {
         return Ok(());
     };
     let mut ondata = TinyGuest::new("ondata")
+        .stub()
         .disk(&["path = \"/srv/data/vm/ondata.qcow2\"", "size = \"64MiB\""]);
-    let mut free = TinyGuest::new("free");
+    let mut free = TinyGuest::new("free").stub();
     // Off quickly on the power button, booted or not: this scenario is
     // about where their files are, not about their shutdown.
     ondata.shutdown_timeout = "5s".into();
