@@ -6,10 +6,11 @@ CARGO ?= cargo
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 export WALDEN_VERSION ?= $(VERSION)
 
-# Debian packages needed to build and test (samba: the smbd QEMU starts for
+# Debian packages needed to build and test (gcc: the stub guest of the
+# image scenarios, qemu-tests/stub; samba: the smbd QEMU starts for
 # `-netdev user,smb=` in the CIFS scenario; xfsprogs: XFS data disks; the image's build deps are listed
 # in image/build-deps.txt so image/build.sh can install them on its own too).
-TEST_DEPS := util-linux iproute2 iputils-ping procps e2fsprogs xfsprogs qemu-system-x86 qemu-utils ovmf libvirt-dev pkgconf libvirt-clients libxml2-utils openssh-client samba
+TEST_DEPS := gcc util-linux iproute2 iputils-ping procps e2fsprogs xfsprogs qemu-system-x86 qemu-utils ovmf libvirt-dev pkgconf libvirt-clients libxml2-utils openssh-client samba
 
 .PHONY: all deps build test test-unit test-privileged test-qemu lint image run bench clean
 
@@ -56,9 +57,10 @@ test-unit: deps
 	WALDEN_REQUIRE_PRIVILEGED=$${WALDEN_REQUIRE_PRIVILEGED:-1} $(CARGO) test --bin walden --tests
 	$(CARGO) test -p walden-bench
 
-# Level 3: the real image booted under QEMU, one machine at a time.
+# Level 3: the real image booted under QEMU, each scenario a job, two
+# machines at a time (qemu-tests/lanes.sh; QEMU_LANES=1 for one at a time).
 test-qemu: image
-	$(CARGO) test -p qemu-tests --no-fail-fast -- --test-threads=1
+	CARGO=$(CARGO) qemu-tests/lanes.sh
 
 ## image: the bootable ISO and USB image in build/
 image: build
