@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     BondLacpRate, BondMode as NlBondMode, BondXmitHashPolicy, BridgeStpState, BridgeVlanInfoFlags,
-    LinkMessage,
+    InfoKind, LinkMessage,
 };
 use netlink_packet_route::route::{RouteProtocol, RouteScope};
 use netlink_packet_route::AddressFamily;
@@ -112,7 +112,12 @@ pub async fn run(handle: &Handle, op: &Op) -> Result<(), NetError> {
             vlan_filtering,
         } => {
             let i = index(handle, name, op).await?;
-            let mut b = LinkMessageBuilder::<LinkBridge>::new(name).index(i);
+            // By index and without IFLA_IFNAME: with a name, the kernel
+            // takes the message as a rename too, and older kernels refuse
+            // any rename of an up device with EBUSY, even to its own name
+            // (Debian's 6.1: "set bridge br0 stp off failed").
+            let mut b =
+                LinkMessageBuilder::<LinkBridge>::new_with_info_kind(InfoKind::Bridge).index(i);
             if let Some(s) = s {
                 b = b.stp_state(stp(*s));
             }
