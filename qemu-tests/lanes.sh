@@ -39,7 +39,6 @@ heavy=(
   guests::guest_disks_are_made_and_attached_as_configured_and_a_uefi_guest_boots
   examples::internal_bridge_then_appliance_examples_run_with_stand_ins
   examples::bonded_vlans_example_runs_with_stand_ins
-  guests::two_guests_start_in_order_and_stop_cleanly_on_the_power_button
   make_run::make_run_boots_the_appliance_example_and_powers_off_on_the_button
   guests::passthrough_e1000e_and_vlan_guest_reach_their_devices
 )
@@ -47,6 +46,7 @@ light_first=(
   upgrade::wedged_version_is_reset_by_the_watchdog_and_rolled_back
   upgrade::unhealthy_version_rolls_back_after_its_tries
   guests::killed_guest_is_restarted_until_the_crash_loop_limit
+  guests::two_guests_start_in_order_and_stop_cleanly_on_the_power_button
   upgrade::install_trial_mark_good_then_manual_rollback
   guests::config_apply_adds_c_removes_b_and_leaves_a_alone
   mounts::data_disk_is_mounted_by_label_with_swap_and_a_guest_disk_and_its_absence_only_holds_that_guest
