@@ -3,8 +3,8 @@
 # (default 2). An outer machine mostly keeps one core busy (a booting
 # kernel, walden's bring-up, a stub guest idling), so a 2-core machine
 # runs two scenarios side by side in little more than the longer one's
-# time. The scenarios whose nested guests boot Linux keep both cores busy:
-# they never run two at once (see `heavy` below).
+# time. The scenarios whose nested guests boot Linux (or firmware) keep
+# both cores busy: each runs alone, first (see `heavy` below).
 #
 # Each scenario (one #[test] of one tests/*.rs file) is a job; the long
 # ones go first so a short one ends the run. A job's output is printed
@@ -29,12 +29,14 @@ mkdir -p "$out"
 # Build every test binary once, so the jobs do not wait on cargo's lock.
 "$cargo" test -p qemu-tests --no-run --quiet || exit 1
 
-# Scenarios whose nested guests boot Linux keep both of the machine's
-# vCPUs, and so both cores, busy for minutes: never two of them at once
-# (a lock), and one lane takes them first while the other starts with the
-# rest. Longest first within each list (seconds measured on the 2-core
-# machine: qemu-tests/README.md); scenarios not named here are light and
-# follow the named ones.
+# Scenarios whose nested guests boot Linux (or spin in firmware) keep both
+# of the machine's vCPUs, and so both cores, busy for minutes: each runs
+# alone (an exclusive lock; light jobs share it), and they all go first,
+# so the light ones pair up after them. Beside a heavy one, a light
+# scenario got a third of a core and missed its deadlines. Longest first
+# within each list (seconds measured on the 2-core machine:
+# qemu-tests/README.md); scenarios not named here are light and follow the
+# named ones.
 heavy=(
   guests::guest_disks_are_made_and_attached_as_configured_and_a_uefi_guest_boots
   examples::internal_bridge_then_appliance_examples_run_with_stand_ins
@@ -72,7 +74,7 @@ done
 # The harness's own unit tests and doc tests: no machine, one job.
 light_jobs+=("lib-and-doc")
 total=$((${#heavy_jobs[@]} + ${#light_jobs[@]}))
-echo "qemu-tests: $total jobs (${#all[@]} scenarios, ${#heavy_jobs[@]} with Linux guests), $lanes at a time"
+echo "qemu-tests: $total jobs (${#all[@]} scenarios, ${#heavy_jobs[@]} heavy ones alone first), $lanes at a time"
 
 run_job() {
   local job=$1 log="$out/${1//::/--}.log" start rc
@@ -99,17 +101,18 @@ run_job() {
   } 9>"$out/.print.lock"
 }
 
-# A lane: the jobs of its list nobody has claimed yet (mkdir is the claim),
-# a heavy one only while holding the heavy lock.
+# A lane: the jobs nobody has claimed yet (mkdir is the claim), heavy ones
+# first; a heavy job holds the machine lock exclusively, a light one
+# shared.
 lane() {
   local job
   mkdir -p "$out/claimed"
-  for job in "$@"; do
+  for job in "${heavy_jobs[@]}" "${light_jobs[@]}"; do
     mkdir "$out/claimed/${job//::/--}" 2>/dev/null || continue
     if known "${heavy_jobs[@]}"; then
-      { flock 8; run_job "$job"; } 8>"$out/.heavy.lock"
+      { flock -x 8; run_job "$job"; } 8>"$out/.machine.lock"
     else
-      run_job "$job"
+      { flock -s 8; run_job "$job"; } 8>"$out/.machine.lock"
     fi
   done
 }
@@ -117,11 +120,7 @@ lane() {
 started=$(date +%s)
 pids=()
 for ((i = 0; i < lanes; i++)); do
-  if [ $((i % 2)) -eq 0 ]; then
-    lane "${heavy_jobs[@]}" "${light_jobs[@]}" &
-  else
-    lane "${light_jobs[@]}" "${heavy_jobs[@]}" &
-  fi
+  lane &
   pids+=($!)
 done
 wait "${pids[@]}"
