@@ -57,8 +57,9 @@ test-unit: deps
 	WALDEN_REQUIRE_PRIVILEGED=$${WALDEN_REQUIRE_PRIVILEGED:-1} $(CARGO) test --bin walden --tests
 	$(CARGO) test -p walden-bench
 
-# Level 3: the real image booted under QEMU, each scenario a job, two
-# machines at a time (qemu-tests/lanes.sh; QEMU_LANES=1 for one at a time).
+# Level 3: the real image booted under QEMU, scenario by scenario
+# (qemu-tests/lanes.sh: per-scenario times in build/qemu-tests/timings.tsv;
+# QEMU_LANES=2 runs two at a time on a machine with cores to spare).
 test-qemu: image
 	CARGO=$(CARGO) qemu-tests/lanes.sh
 
