@@ -807,8 +807,11 @@ fn config_apply_adds_c_removes_b_and_leaves_a_alone_once() -> anyhow::Result<()>
         &assets,
     )?;
     let mut m = boot(&env, dir)?;
-    m.wait_for_console(&expect::guest_up("a"), GUEST_TIMEOUT)?;
-    m.wait_for_console(&expect::guest_up("b"), GUEST_TIMEOUT)?;
+    // In either order: stub guests come up within a second of each other
+    // (two waits for the console's next match would miss b before a).
+    wait_console(&m, "the markers of a and b", GUEST_TIMEOUT, |t| {
+        (t.contains(&expect::guest_up("a")) && t.contains(&expect::guest_up("b"))).then_some(())
+    })?;
     let a_pid = wait_console(&m, "A's and B's QEMU pids", Duration::from_secs(30), |t| {
         let last = pid_lines(t).pop()?;
         last.get("b").copied().flatten()?;
