@@ -58,10 +58,9 @@ test-unit: deps
 	$(CARGO) test -p walden-bench
 
 # Level 3: the real image booted under QEMU, scenario by scenario
-# (qemu-tests/lanes.sh: per-scenario times in build/qemu-tests/timings.tsv;
-# QEMU_LANES=2 runs two at a time on a machine with cores to spare).
+# (qemu-tests/scenarios.sh: per-scenario times in build/qemu-tests/timings.tsv).
 test-qemu: image
-	CARGO=$(CARGO) qemu-tests/lanes.sh
+	CARGO=$(CARGO) qemu-tests/scenarios.sh
 
 ## image: the bootable ISO and USB image in build/
 image: build

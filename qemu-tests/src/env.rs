@@ -62,7 +62,7 @@ impl TestEnv {
     fn new(name: &str, artifacts: Option<Artifacts>) -> Result<Self> {
         let root = build_dir().join("qemu-tests");
         std::fs::create_dir_all(&root).map_err(|e| Error::io("create", &root, e))?;
-        let lock = acquire_slot(&root, slots(), name)?;
+        let lock = acquire_lock(&root.join(".lock"), name)?;
         let dir = root.join(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io("clear", &dir, e))?;
@@ -137,61 +137,35 @@ fn skip_requested() -> bool {
 
 /// Take the cross-process lock serialising QEMU scenarios (2 cores: one
 /// TCG machine at a time keeps timings meaningful).
-/// How many scenarios may run their QEMU at once, across processes:
-/// `WALDEN_QEMU_SLOTS` (qemu-tests/lanes.sh sets it to its lane count),
-/// default 1.
-fn slots() -> usize {
-    std::env::var("WALDEN_QEMU_SLOTS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(1)
-}
-
-/// Hold one of `slots` lock files (`root/.lock`, `.lock.1`, ...) for the
-/// scenario's life: with one slot only one QEMU scenario runs at a time,
-/// whoever starts it; with two, two.
-fn acquire_slot(root: &Path, slots: usize, name: &str) -> Result<File> {
-    let paths: Vec<_> = (0..slots)
-        .map(|i| match i {
-            0 => root.join(".lock"),
-            i => root.join(format!(".lock.{i}")),
-        })
-        .collect();
-    let mut files = paths
-        .iter()
-        .map(|p| {
-            OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(p)
-                .map_err(|e| Error::io("open lock", p, e))
-        })
-        .collect::<Result<Vec<_>>>()?;
+fn acquire_lock(path: &Path, name: &str) -> Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open lock", path, e))?;
     let deadline = Instant::now() + LOCK_TIMEOUT;
     let mut told = false;
     loop {
-        for (i, path) in paths.iter().enumerate() {
-            match files[i].try_lock() {
-                Ok(()) => return Ok(files.swap_remove(i)),
-                Err(std::fs::TryLockError::WouldBlock) => {}
-                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if !told {
+                    eprintln!(
+                        "{name}: waiting for another QEMU scenario to finish ({})",
+                        path.display()
+                    );
+                    told = true;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout {
+                        what: format!("the QEMU scenario lock {}", path.display()),
+                        timeout: LOCK_TIMEOUT,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
         }
-        if !told {
-            eprintln!(
-                "{name}: waiting for one of {slots} QEMU scenario slot(s) ({})",
-                paths[0].display()
-            );
-            told = true;
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                what: format!("a QEMU scenario slot {}", paths[0].display()),
-                timeout: LOCK_TIMEOUT,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }

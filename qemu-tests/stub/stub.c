@@ -27,8 +27,9 @@
  */
 #include <stdint.h>
 
-#define MB_MAGIC 0x1BADB002u
-#define MB_FLAGS 0x00000003u /* modules page aligned, memory info */
+/* What a multiboot loader leaves in EAX (the header below asks for the
+ * memory info: flags 0x3, modules page aligned too). */
+#define MB_BOOTED 0x2BADB002u
 
 __asm__(
     ".section .multiboot, \"a\"\n"
@@ -280,7 +281,7 @@ void stub_main(uint32_t magic, const struct multiboot_info *mbi)
     static char ignore[8];
     static char line[128];
     const char *cmdline = "";
-    if (magic == 0x2BADB002u && (mbi->flags & 4))
+    if (magic == MB_BOOTED && (mbi->flags & 4))
         cmdline = (const char *)(uintptr_t)mbi->cmdline;
     arg(cmdline, "walden.guest=", name, sizeof(name));
     int ignore_button = arg(cmdline, "walden.ignore_button", ignore, sizeof(ignore));
@@ -304,7 +305,7 @@ void stub_main(uint32_t magic, const struct multiboot_info *mbi)
     puts("\nGUEST-UP "); /* on a line of its own after the firmware's */
     puts(name);
     puts(" after 0 s, kernel walden-stub, mem ");
-    putu((magic == 0x2BADB002u && (mbi->flags & 1)) ? mbi->mem_lower + mbi->mem_upper : 0);
+    putu((magic == MB_BOOTED && (mbi->flags & 1)) ? mbi->mem_lower + mbi->mem_upper : 0);
     puts(" kB, cpus ");
     putu(count_cpus());
     puts("\n");

@@ -139,19 +139,20 @@ fn stub_guest_answers_its_console_and_the_power_button() -> anyhow::Result<()> {
     // QEMU hands -initrd to a multiboot kernel as a module: an empty one.
     let module = env.dir().join("empty-module");
     std::fs::write(&module, b"")?;
-    let boot = |extra: &str| DirectKernel {
-        kernel: stub.clone(),
-        initrd: module.clone(),
-        append: cmdline("stub", extra),
+    let boot = |extra: &str| {
+        env.machine()
+            .memory_mib(128)
+            .direct_kernel(DirectKernel {
+                kernel: stub.clone(),
+                initrd: module.clone(),
+                append: cmdline("stub", extra),
+            })
+            .no_reboot()
+            .fail_on("GUEST-WARN")
+            .start()
     };
     let started = std::time::Instant::now();
-    let mut m = env
-        .machine()
-        .memory_mib(128)
-        .direct_kernel(boot(""))
-        .no_reboot()
-        .fail_on("GUEST-WARN")
-        .start()?;
+    let mut m = boot("")?;
     let up = m.wait_for_console(&expect::guest_up("stub"), Duration::from_secs(60))?;
     eprintln!("{up} ({:.1?} on the host clock)", started.elapsed());
     m.send_console("walden-console-probe\r")?;
@@ -165,13 +166,7 @@ fn stub_guest_answers_its_console_and_the_power_button() -> anyhow::Result<()> {
     assert!(exit.success(), "QEMU exited with {exit}");
     drop(m);
 
-    let mut m = env
-        .machine()
-        .memory_mib(128)
-        .direct_kernel(boot("walden.ignore_button"))
-        .no_reboot()
-        .fail_on("GUEST-WARN")
-        .start()?;
+    let mut m = boot("walden.ignore_button")?;
     m.wait_for_console(&expect::guest_up("stub"), Duration::from_secs(60))?;
     m.powerdown()?;
     m.wait_for_console(
