@@ -182,6 +182,15 @@ fn internal_bridge_then_appliance_once() -> anyhow::Result<()> {
         "router's disk is not a thin overlay of its base: {info}"
     );
 
+    // Their firmware finds no OS on the stand-in disks and would ignore
+    // the ACPI button for their whole shutdown_timeout (120 s): forced off
+    // first, as an admin would (a running guest removed by an apply is
+    // shut down and undefined in guests.rs's config apply scenario).
+    for g in ["router", "app"] {
+        m.exec_ok(&format!("walden guest stop --force {g}"))?;
+        wait_guest(&mut m, g, "stopped", Duration::from_secs(60))?;
+    }
+
     // appliance, applied to the running box: the links change (confirmed),
     // router and app go away, the HBA and the I210 are missing, so storage
     // and services wait with the reason.
@@ -235,12 +244,9 @@ fn internal_bridge_then_appliance_once() -> anyhow::Result<()> {
             .is_some_and(|e| e.contains("storage")),
         "services does not say it waits for storage: {services}"
     );
-    // router and app are shut down and undefined: their firmware found
-    // nothing to boot and ignores the ACPI button, so walden forces them
-    // off after their shutdown_timeout (120 s) and then undefines them.
-    // storage is not defined at all: its PCI label selected nothing, so
+    // router and app are undefined. storage is not defined at all: its PCI label selected nothing, so
     // it has no domain until the device exists (it waits in walden).
-    let deadline = Instant::now() + qemu_tests::env::scaled(Duration::from_secs(300));
+    let deadline = Instant::now() + qemu_tests::env::scaled(Duration::from_secs(60));
     loop {
         let defined = m.exec_ok("virsh -c qemu:///system list --all --name | sort | grep .")?;
         if defined.split_whitespace().collect::<Vec<_>>() == ["services"] {
@@ -354,9 +360,24 @@ fn bonded_vlans_once() -> anyhow::Result<()> {
         "db-data.raw size {raw}"
     );
     m.check_console()?;
+    // Their firmware finds no OS on the stand-in disks, so nothing would
+    // answer the power button: db's shutdown_timeout (5 minutes) would
+    // pass first. Pulled like plugs, as an admin would: `stop --force`
+    // (db's restart = "always" must not bring it back).
+    for g in ["db", "web"] {
+        let out = m.exec_ok(&format!("walden guest stop --force {g}"))?;
+        ensure!(out.contains(&format!("forcing {g} off")), "{out}");
+    }
+    for g in ["db", "web"] {
+        wait_guest(&mut m, g, "stopped", Duration::from_secs(60))?;
+    }
+    ensure!(
+        qemu_guests(&mut m)?.is_empty(),
+        "QEMU processes after stop --force"
+    );
     m.powerdown()?;
     for step in expect::POWEROFF_STEPS {
-        m.wait_for_console(step, Duration::from_secs(400))?;
+        m.wait_for_console(step, Duration::from_secs(180))?;
     }
     m.wait_exit(Duration::from_secs(60))?;
     Ok(())

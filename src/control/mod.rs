@@ -59,9 +59,9 @@ pub enum Request {
     ConfigApply(ApplyRequest),
     /// Keep a runtime network change that awaits confirmation.
     ConfigConfirm,
-    /// `walden guest start|stop|restart NAME`.
+    /// `walden guest start|stop [--force]|restart NAME`.
     Guest {
-        /// "start", "stop" or "restart".
+        /// "start", "stop", "force-stop" (`stop --force`) or "restart".
         op: String,
         /// Guest name.
         name: String,

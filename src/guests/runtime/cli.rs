@@ -33,6 +33,10 @@ pub enum GuestCommand {
     Stop {
         /// Guest name.
         name: String,
+        /// Force it off at once, without the ACPI shutdown (as pulling the
+        /// plug: for a guest that hangs or has no OS to answer).
+        #[arg(long)]
+        force: bool,
     },
     /// Restart a guest (applies a pending config change).
     Restart {
@@ -51,7 +55,8 @@ pub fn command(cmd: GuestCommand, socket: &Path) -> anyhow::Result<u8> {
     match cmd {
         GuestCommand::List { json } => list(socket, json),
         GuestCommand::Start { name } => op(socket, "start", &name),
-        GuestCommand::Stop { name } => op(socket, "stop", &name),
+        GuestCommand::Stop { name, force: false } => op(socket, "stop", &name),
+        GuestCommand::Stop { name, force: true } => op(socket, "force-stop", &name),
         GuestCommand::Restart { name } => op(socket, "restart", &name),
         GuestCommand::Console { name } => {
             // exec only returns on failure.

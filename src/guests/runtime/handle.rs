@@ -270,12 +270,24 @@ impl GuestHandle {
         })
     }
 
-    /// Stop guest `name`: ACPI shutdown, forced off after its `shutdown_timeout`.
-    pub fn stop(&self, name: &str) -> Result<String, RuntimeError> {
+    /// Stop guest `name`: ACPI shutdown, forced off after its
+    /// `shutdown_timeout`; with `force`, forced off at once (also a guest
+    /// already in its ACPI shutdown).
+    pub fn stop(&self, name: &str, force: bool) -> Result<String, RuntimeError> {
         self.request(name, |e| {
             e.want = false;
             e.next_start = None;
             match e.state {
+                GuestState::Running | GuestState::Stopping if force => {
+                    let op = e.stop.get_or_insert(StopOp::new(ThenDo::Nothing));
+                    op.then = ThenDo::Nothing;
+                    if !op.destroyed {
+                        // Not yet forced off: the next turn destroys it.
+                        op.sent = None;
+                        op.force = true;
+                    }
+                    format!("forcing {name} off (no ACPI shutdown: as pulling the plug)")
+                }
                 GuestState::Running | GuestState::Stopping => {
                     let timeout = e.config.shutdown_timeout;
                     e.stop.get_or_insert(StopOp::new(ThenDo::Nothing)).then = ThenDo::Nothing;
@@ -308,16 +320,17 @@ impl GuestHandle {
     }
 
     /// A guest command from the control socket (`{"action":"guest",
-    /// "op":"start|stop|restart","name":".."}`): the answer's report is
-    /// `{"message": ".."}`.
+    /// "op":"start|stop|force-stop|restart","name":".."}`): the answer's
+    /// report is `{"message": ".."}`.
     pub fn command(&self, op: &str, name: &str) -> Result<serde_json::Value, String> {
         let result = match op {
             "start" => self.start(name),
-            "stop" => self.stop(name),
+            "stop" => self.stop(name, false),
+            "force-stop" => self.stop(name, true),
             "restart" => self.restart(name),
             other => {
                 return Err(format!(
-                    "unknown guest operation {other:?}; use start, stop or restart"
+                    "unknown guest operation {other:?}; use start, stop, force-stop or restart"
                 ))
             }
         };

@@ -126,6 +126,12 @@ pub fn plan(
             }
             e.state = GuestState::Stopping;
             match op.sent {
+                None if op.force => {
+                    tracing::warn!(guest = %name, "forcing it off (stop --force)");
+                    op.sent = Some(now);
+                    op.destroyed = true;
+                    actions.push(Action::Destroy(name));
+                }
                 None => {
                     op.sent = Some(now);
                     op.pressed = Some(now);
@@ -156,8 +162,7 @@ pub fn plan(
                     e.stop = Some(StopOp {
                         sent: Some(now),
                         pressed: Some(now),
-                        destroyed: false,
-                        then: ThenDo::Nothing,
+                        ..StopOp::new(ThenDo::Nothing)
                     });
                     e.state = GuestState::Stopping;
                     actions.push(Action::Shutdown(name));

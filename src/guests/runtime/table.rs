@@ -80,6 +80,9 @@ pub struct StopOp {
     pub pressed: Option<Instant>,
     /// Whether the forced stop was sent after the timeout.
     pub destroyed: bool,
+    /// Forced off at once, without the ACPI shutdown (`walden guest stop
+    /// --force`: pulling the plug).
+    pub force: bool,
     /// What comes after.
     pub then: ThenDo,
 }
@@ -91,6 +94,7 @@ impl StopOp {
             sent: None,
             pressed: None,
             destroyed: false,
+            force: false,
             then,
         }
     }

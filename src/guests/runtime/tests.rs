@@ -478,7 +478,7 @@ fn requests_name_unknown_guests_and_commands_answer_with_a_message() {
     let h = handle(&rec);
     h.reconcile(&config(&[("cmd-a", "autostart = false")]), false)
         .unwrap();
-    let err = h.stop("nope").unwrap_err().to_string();
+    let err = h.stop("nope", false).unwrap_err().to_string();
     assert!(err.contains("no guest named \"nope\""), "{err}");
     let v = h.command("start", "cmd-a").unwrap();
     assert_eq!(v["message"], "starting cmd-a");
@@ -495,6 +495,44 @@ fn requests_name_unknown_guests_and_commands_answer_with_a_message() {
         status(h, "cmd-a").state == GuestState::Stopped
     });
     cleanup(&rec, &["cmd-a"]);
+}
+
+#[test]
+fn stop_force_destroys_at_once_without_the_acpi_shutdown() {
+    let rec = Recorder::new();
+    let names = ["force-a"];
+    cleanup(&rec, &names);
+    let h = handle(&rec);
+    // It would ignore the button for its whole (long) shutdown_timeout.
+    rec.ignore_shutdown.lock().unwrap().insert("force-a".into());
+    h.reconcile(&config(&[("force-a", "shutdown_timeout = \"10m\"")]), false)
+        .unwrap();
+    assert!(h.settle(Duration::from_secs(10)));
+    // An ACPI stop first (pending for 10 minutes), then --force on top.
+    h.command("stop", "force-a").unwrap();
+    h.turn().unwrap();
+    let v = h.command("force-stop", "force-a").unwrap();
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("forcing force-a off"),
+        "{v}"
+    );
+    turn_until(&h, "force-a stopped", |h| {
+        status(h, "force-a").state == GuestState::Stopped
+    });
+    assert!(!rec.inner.state("force-a").unwrap().unwrap().is_active());
+    let calls = rec.calls();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "destroy force-a").count(),
+        1,
+        "{calls:?}"
+    );
+    // Not restarted: a stop, not a crash.
+    h.turn().unwrap();
+    assert_eq!(status(&h, "force-a").state, GuestState::Stopped);
+    cleanup(&rec, &names);
 }
 
 #[test]
