@@ -224,7 +224,16 @@ fn list(t: &Target) -> Result<String, ImageError> {
         }
         let _ = writeln!(out, "{:<16} {m}", e.version);
     }
-    if let Some(reason) = env.get(VAR_REASON).filter(|r| !r.is_empty()) {
+    // The running try's own start record (replaced by its verdict) is not
+    // a failure yet.
+    let this_try = entries
+        .iter()
+        .any(|e| e.trial && Some(e.version.as_str()) == t.running())
+        .then(|| super::health::no_verdict(state.tries));
+    if let Some(reason) = env
+        .get(VAR_REASON)
+        .filter(|r| !r.is_empty() && Some(*r) != this_try.as_deref())
+    {
         let _ = writeln!(out, "last trial failure: {reason}");
     }
     Ok(out)

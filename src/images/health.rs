@@ -174,6 +174,14 @@ fn image_boot(
     if from.is_some() {
         b.supervisor.status().lock().last_error = Some(format!("image: {summary}"));
     }
+    if let BootOutcome::Trial { tries_left } = &outcome {
+        // Until this try's health step decides, what a rollback after it
+        // reports is that it never did: a reason recorded by an earlier
+        // try would otherwise be shown for a try that hung.
+        if let Err(e) = record_reason(b, &rec, &no_verdict(*tries_left)) {
+            tracing::warn!("cannot record the trial's start on the boot media: {e}");
+        }
+    }
     set_status(b, |s| {
         s.media = "usb".into();
         s.state = kind.into();
@@ -184,6 +192,31 @@ fn image_boot(
     });
     *boot.borrow_mut() = Some((rec, outcome));
     Ok(StepOutcome::Done(summary))
+}
+
+/// Which try of [`super::trial::TRIES`] a trial boot with `tries_left` is
+/// (GRUB counts down before booting it: the first try has TRIES - 1 left).
+fn try_number(tries_left: u8) -> u8 {
+    super::trial::TRIES.saturating_sub(tries_left)
+}
+
+/// The reason a trial try records when it starts, replaced by its health
+/// step's verdict: what a rollback reports if that step never decides.
+pub(super) fn no_verdict(tries_left: u8) -> String {
+    format!(
+        "try {} of {} never reported health (a hang, a kernel panic or a watchdog reset)",
+        try_number(tries_left),
+        super::trial::TRIES
+    )
+}
+
+/// The reason an unhealthy trial try records: which try, and why.
+fn try_failed(tries_left: u8, why: &str) -> String {
+    format!(
+        "try {} of {}: {why}",
+        try_number(tries_left),
+        super::trial::TRIES
+    )
 }
 
 /// Why `status` is not healthy, or `None` when it is.
@@ -288,7 +321,11 @@ fn health(
         Some(c) => c.host.health.clone(),
         None => Default::default(),
     };
-    let on_trial = matches!(boot.borrow().as_ref(), Some((_, BootOutcome::Trial { .. })));
+    let tries_left = match boot.borrow().as_ref() {
+        Some((_, BootOutcome::Trial { tries_left })) => Some(*tries_left),
+        _ => None,
+    };
+    let on_trial = tries_left.is_some();
     let left = hc.timeout.saturating_sub(uptime(&b.paths.proc));
     let deadline = Instant::now() + left;
     let started = Instant::now();
@@ -338,7 +375,8 @@ fn health(
             let Some(rec) = rec.filter(|_| on_trial) else {
                 return Err(StepError::new(line));
             };
-            if let Err(e) = record_reason(b, &rec, &why) {
+            let recorded = try_failed(tries_left.unwrap_or(0), &why);
+            if let Err(e) = record_reason(b, &rec, &recorded) {
                 tracing::warn!("cannot record the trial failure on the boot media: {e}");
             }
             if hc.on_failure == HealthFailure::Reboot {

@@ -132,3 +132,19 @@ fn the_watchdog_timeout_is_published_from_the_config_and_follows_changes() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "60\n");
     assert!(matches!(watchdog_step(&mut b), Ok(StepOutcome::Done(d)) if d.contains("unchanged")));
 }
+
+#[test]
+fn each_trial_try_records_its_own_outcome() {
+    // GRUB counts the first try down to TRIES - 1 before booting it.
+    assert_eq!(try_number(2), 1);
+    assert_eq!(try_number(0), 3);
+    // A try that hangs leaves its start's record: not an earlier try's reason.
+    assert_eq!(
+        no_verdict(0),
+        "try 3 of 3 never reported health (a hang, a kernel panic or a watchdog reset)"
+    );
+    assert_eq!(
+        try_failed(1, "health command /bin/false failed"),
+        "try 2 of 3: health command /bin/false failed"
+    );
+}
