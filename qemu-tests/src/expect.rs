@@ -109,6 +109,23 @@ pub const GUEST_KLOG: &str = "GUEST-KLOG";
 /// A tiny guest's ping result: `GUEST-PING <name> <peer> ok|failed ...`.
 pub const GUEST_PING: &str = "GUEST-PING";
 
+/// One PCI function the stub guest sees (printed before its `GUEST-UP`):
+/// `GUEST-PCI <name> <bus>:<dev>.<fn> <vendor>:<device>` (hex).
+pub const GUEST_PCI: &str = "GUEST-PCI";
+
+/// The PCI functions guest `name` listed in `text`, as
+/// `(<bus>:<dev>.<fn>, <vendor>:<device>)`.
+pub fn guest_pci(text: &str, name: &str) -> Vec<(String, String)> {
+    let prefix = format!("{GUEST_PCI} {name} ");
+    text.lines()
+        .filter_map(|l| l.split(&prefix).nth(1))
+        .filter_map(|rest| {
+            let mut w = rest.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.to_string()))
+        })
+        .collect()
+}
+
 /// The marker of guest `name` being up (with the space after the name, so
 /// guest "a" does not match "ab").
 pub fn guest_up(name: &str) -> String {

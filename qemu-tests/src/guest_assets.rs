@@ -151,18 +151,22 @@ impl TinyGuestAssets {
 
     /// A GPT disk image at `dest` with one EFI system partition holding
     /// GRUB as `\EFI\BOOT\BOOTX64.EFI` (the path UEFI firmware boots from
-    /// removable and unconfigured disks), the kernel and the initramfs;
-    /// GRUB boots the kernel with `cmdline`. Debian's tools make it:
-    /// grub-mkstandalone (grub-efi-amd64-bin), mkfs.fat and mcopy
-    /// (dosfstools, mtools), sfdisk.
-    pub fn uefi_disk(&self, cmdline: &str, dest: &Path) -> Result<()> {
+    /// removable and unconfigured disks) and what it boots with `cmdline`:
+    /// the kernel and the initramfs, or with `stub` the stub guest (GRUB's
+    /// `multiboot2`). Debian's tools make it: grub-mkstandalone
+    /// (grub-efi-amd64-bin), mkfs.fat and mcopy (dosfstools, mtools), sfdisk.
+    pub fn uefi_disk(&self, cmdline: &str, stub: bool, dest: &Path) -> Result<()> {
         let work = dest.with_extension("work");
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
         let cfg = work.join("grub.cfg");
+        let load = if stub {
+            format!("multiboot2 /stub.elf {cmdline}")
+        } else {
+            format!("linux /vmlinuz {cmdline}\ninitrd /initrd.img")
+        };
         let text = format!(
-            "set timeout=0\nsearch --no-floppy --file /walden-tiny --set=root\n\
-             linux /vmlinuz {cmdline}\ninitrd /initrd.img\nboot\n"
+            "set timeout=0\nsearch --no-floppy --file /walden-tiny --set=root\n{load}\nboot\n"
         );
         std::fs::write(&cfg, text).map_err(|e| Error::io("write", &cfg, e))?;
         let marker_file = work.join("walden-tiny");
@@ -175,7 +179,7 @@ impl TinyGuestAssets {
             [
                 "-O",
                 "x86_64-efi",
-                "--modules=part_gpt fat search linux normal",
+                "--modules=part_gpt fat search linux multiboot2 normal",
                 "-o",
                 &efi_s,
                 &grub_cfg,
@@ -207,12 +211,16 @@ impl TinyGuestAssets {
             run("mmd", ["-i", &esp, dir])?;
         }
         let marker = work.join("walden-tiny");
-        let copies = [
+        let mut copies = vec![
             (efi.as_path(), "::/EFI/BOOT/BOOTX64.EFI"),
-            (self.kernel.as_path(), "::/vmlinuz"),
-            (self.initrd.as_path(), "::/initrd.img"),
             (marker.as_path(), "::/walden-tiny"),
         ];
+        if stub {
+            copies.push((self.stub.as_path(), "::/stub.elf"));
+        } else {
+            copies.push((self.kernel.as_path(), "::/vmlinuz"));
+            copies.push((self.initrd.as_path(), "::/initrd.img"));
+        }
         for (src, to) in copies {
             let src = src.display().to_string();
             run("mcopy", ["-i", &esp, &src, to])?;
@@ -514,13 +522,16 @@ impl TinyGuest {
     }
 
     /// Boot with `[boot] firmware = "uefi"` from a small EFI system disk
-    /// (OVMF -> GRUB -> the same kernel and initramfs), instead of QEMU's
-    /// direct kernel boot; [`config_dir`] makes the disk.
+    /// (OVMF -> GRUB -> the same kernel and initramfs, or the stub guest
+    /// when [`TinyGuest::stub`] is set too), instead of QEMU's direct
+    /// kernel boot; [`config_dir`] makes the disk.
     /// GRUB's linux loader runs out of memory under OVMF with 256 MiB, so
-    /// a UEFI tiny guest gets at least 512 MiB.
+    /// a UEFI Linux tiny guest gets at least 512 MiB.
     pub fn uefi(mut self) -> Self {
         self.uefi = true;
-        self.memory_mib = self.memory_mib.max(512);
+        if !self.stub {
+            self.memory_mib = self.memory_mib.max(512);
+        }
         self
     }
 
@@ -741,7 +752,7 @@ pub fn config_dir(
     assets.install(dir)?;
     for g in guests.iter().filter(|g| g.uefi) {
         let disk = dir.join(ASSETS_REL).join(format!("uefi-{}.img", g.name));
-        assets.uefi_disk(&cmdline(&g.name, &g.cmdline_extra), &disk)?;
+        assets.uefi_disk(&cmdline(&g.name, &g.cmdline_extra), g.stub, &disk)?;
     }
     Ok(dir.to_path_buf())
 }
@@ -792,6 +803,13 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("walden.guest=b"), "{t}");
+    }
+
+    #[test]
+    fn stub_guest_boots_the_stub_without_an_initrd() {
+        let t = TinyGuest::new("s").stub().toml();
+        assert!(t.contains(&format!("kernel = \"{STUB_ON_IMAGE}\"")), "{t}");
+        assert!(!t.contains("initrd"), "{t}");
     }
 
     #[test]

@@ -7,14 +7,17 @@
  *
  * On COM1 it prints, as the tiny Linux guest's /init does
  * (qemu-tests/src/guest_assets.rs):
+ *   GUEST-PCI <name> <bus>:<dev>.<fn> <vendor>:<device>   (each PCI function)
  *   GUEST-UP <name> after 0 s, kernel walden-stub, mem <KiB> kB, cpus <N>
  *   GUEST-DOWN <name> power button, powering off     (then powers off)
  *   GUEST-IGNORED <name> power button, ignored       (walden.ignore_button)
  *   GUEST-ECHO <name>: <line>                        (each line typed on COM1)
- * Its command line (multiboot) says `walden.guest=NAME` and optionally
- * `walden.ignore_button`. `mem` is the RAM the firmware reports (multiboot
- * mem_lower + mem_upper), `cpus` the enabled CPUs of the ACPI MADT: the
- * machine as the guest's firmware describes it to an OS.
+ * QEMU boots it as a multiboot kernel; GRUB (`multiboot2`, e.g. from a
+ * UEFI guest's disk) as a multiboot2 one. Its command line says
+ * `walden.guest=NAME` and optionally `walden.ignore_button`. `mem` is the
+ * RAM the firmware reports (multiboot: mem_lower + mem_upper; multiboot2:
+ * the available entries of its memory map), `cpus` the enabled CPUs of the
+ * ACPI MADT: the machine as the guest's firmware describes it to an OS.
  *
  * The ACPI power button is read from the PM1a event block and the machine
  * powered off through the PM1a control block (S5), both found in the FADT
@@ -30,6 +33,9 @@
 /* What a multiboot loader leaves in EAX (the header below asks for the
  * memory info: flags 0x3, modules page aligned too). */
 #define MB_BOOTED 0x2BADB002u
+/* The same from a multiboot2 loader (GRUB's `multiboot2`, e.g. under UEFI
+ * firmware): EBX then points at a list of tags. */
+#define MB2_BOOTED 0x36d76289u
 
 __asm__(
     ".section .multiboot, \"a\"\n"
@@ -37,6 +43,17 @@ __asm__(
     ".long 0x1BADB002\n"
     ".long 0x00000003\n"
     ".long -(0x1BADB002 + 0x00000003)\n"
+    /* The multiboot2 header: i386, no requests (GRUB passes the command
+     * line, the memory and the ACPI RSDP anyway), the end tag. */
+    ".align 8\n"
+    "mb2_header:\n"
+    ".long 0xE85250D6\n"
+    ".long 0\n"
+    ".long mb2_end - mb2_header\n"
+    ".long -(0xE85250D6 + (mb2_end - mb2_header))\n"
+    ".short 0, 0\n"
+    ".long 8\n"
+    "mb2_end:\n"
     ".text\n"
     ".globl _start\n"
     "_start:\n"
@@ -52,6 +69,7 @@ __asm__(
     ".globl irq_entry\n"
     "irq_entry:\n"
     "  push %eax\n"
+    "  movl $0, 0xfee000b0\n" /* the local APIC's EOI: harmless if idle */
     "  mov $0x20, %al\n"
     "  out %al, $0xa0\n"
     "  out %al, $0x20\n"
@@ -95,6 +113,14 @@ static inline uint16_t inw(uint16_t port)
     return v;
 }
 
+static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port)); }
+static inline uint32_t inl(uint16_t port)
+{
+    uint32_t v;
+    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
 /* COM1 */
 #define COM1 0x3f8
 static void putc(char c)
@@ -121,6 +147,16 @@ static void putu(uint32_t v)
         v /= 10;
     } while (v && i);
     puts(b + i);
+}
+
+/* `v` as `digits` lower-case hex digits. */
+static void puthex(uint32_t v, int digits)
+{
+    char b[9];
+    b[digits] = 0;
+    for (int i = digits - 1; i >= 0; i--, v >>= 4)
+        b[i] = "0123456789abcdef"[v & 0xf];
+    puts(b);
 }
 
 static int starts_with(const char *s, const char *p)
@@ -176,8 +212,14 @@ static int sig(const uint8_t *p, const char *s, int n)
     return 1;
 }
 
+/* The RSDP a multiboot2 loader copied into its tags (UEFI firmware keeps
+ * the tables where no BIOS-area scan finds them), or 0. */
+static const uint8_t *mb2_rsdp;
+
 static const uint8_t *find_rsdp(void)
 {
+    if (mb2_rsdp)
+        return mb2_rsdp;
     uintptr_t ebda = (uintptr_t)(*(const uint16_t *)phys(0x40e)) << 4;
     for (uintptr_t a = ebda; ebda && a < ebda + 1024; a += 16)
         if (sig(phys(a), "RSD PTR ", 8))
@@ -194,9 +236,18 @@ static const uint8_t *find_table(const char *want)
     const uint8_t *rsdp = find_rsdp();
     if (!rsdp)
         return 0;
-    const uint8_t *rsdt = phys(*(const uint32_t *)(rsdp + 16));
+    /* The RSDT (32-bit entries), or an ACPI 2.0 XSDT (64-bit entries,
+     * the tables below 4 GiB as firmware places them). */
+    uint32_t addr = *(const uint32_t *)(rsdp + 16), step = 4;
+    if (!addr && rsdp[15] >= 2) {
+        addr = *(const uint32_t *)(rsdp + 24);
+        step = 8;
+    }
+    if (!addr)
+        return 0;
+    const uint8_t *rsdt = phys(addr);
     uint32_t len = *(const uint32_t *)(rsdt + 4);
-    for (uint32_t off = 36; off + 4 <= len; off += 4) {
+    for (uint32_t off = 36; off + step <= len; off += step) {
         const uint8_t *t = phys(*(const uint32_t *)(rsdt + off));
         if (sig(t, want, 4))
             return t;
@@ -233,6 +284,79 @@ static uint32_t count_cpus(void)
     return n ? n : 1;
 }
 
+/* Every PCI function on every bus (configuration mechanism 1), as
+ * `GUEST-PCI <name> <bus>:<dev>.<fn> <vendor>:<device>`: what the guest's
+ * firmware and hardware show an OS, passed-through devices included. */
+static void list_pci(const char *name)
+{
+    for (uint32_t bus = 0; bus < 256; bus++)
+        for (uint32_t dev = 0; dev < 32; dev++)
+            for (uint32_t fn = 0; fn < 8; fn++) {
+                uint32_t at = 0x80000000u | bus << 16 | dev << 11 | fn << 8;
+                outl(0xcf8, at);
+                uint32_t id = inl(0xcfc);
+                if ((id & 0xffff) == 0xffff) {
+                    if (fn == 0)
+                        break;
+                    continue;
+                }
+                puts("GUEST-PCI ");
+                puts(name);
+                puts(" ");
+                puthex(bus, 2);
+                puts(":");
+                puthex(dev, 2);
+                puts(".");
+                puthex(fn, 1);
+                puts(" ");
+                puthex(id & 0xffff, 4);
+                puts(":");
+                puthex(id >> 16, 4);
+                puts("\n");
+                outl(0xcf8, at | 0x0c);
+                if (fn == 0 && !(inl(0xcfc) & 0x00800000u))
+                    break; /* header type: not multi-function */
+            }
+}
+
+/* What the loader says: the command line and the RAM in KiB (mem_lower +
+ * mem_upper), from a multiboot information block or multiboot2 tags. */
+static void boot_info(uint32_t magic, uintptr_t info, const char **cmdline, uint32_t *mem)
+{
+    if (magic == MB_BOOTED) {
+        const struct multiboot_info *mbi = (const struct multiboot_info *)info;
+        if (mbi->flags & 4)
+            *cmdline = (const char *)(uintptr_t)mbi->cmdline;
+        if (mbi->flags & 1)
+            *mem = mbi->mem_lower + mbi->mem_upper;
+        return;
+    }
+    if (magic != MB2_BOOTED)
+        return;
+    uint32_t total = *(const uint32_t *)phys(info), mmap_kib = 0;
+    for (uintptr_t at = info + 8; at + 8 <= info + total;) {
+        uint32_t type = *(const uint32_t *)phys(at), size = *(const uint32_t *)phys(at + 4);
+        if (type == 0 || size < 8)
+            break;
+        if (type == 1)
+            *cmdline = (const char *)phys(at + 8);
+        else if (type == 4 && !mmap_kib)
+            *mem = *(const uint32_t *)phys(at + 8) + *(const uint32_t *)phys(at + 12);
+        else if (type == 6) {
+            /* The memory map: under UEFI the memory above 1 MiB is not in
+             * one piece, so the RAM is the sum of its available entries. */
+            uint32_t entry = *(const uint32_t *)phys(at + 8);
+            for (uintptr_t e = at + 16; entry && e + 24 <= at + size; e += entry)
+                if (*(const uint32_t *)phys(e + 16) == 1)
+                    mmap_kib += (uint32_t)(*(const uint64_t *)phys(e + 8) >> 10);
+            *mem = mmap_kib;
+        }
+        else if ((type == 14 || type == 15) && !mb2_rsdp)
+            mb2_rsdp = phys(at + 8);
+        at += (size + 7) & ~7u;
+    }
+}
+
 /* Interrupts: a flat GDT, an IDT whose every entry ends the interrupt, the
  * PICs remapped to vectors 0x20-0x2f with only the timer unmasked, and the
  * PIT at 20 Hz. */
@@ -265,6 +389,8 @@ static void setup_interrupts(void)
     outb(0xa1, 0x01);
     outb(0x21, 0xfe);
     outb(0xa1, 0xff);
+    /* Firmware may leave the local APIC's timer running (OVMF): mask it. */
+    *(volatile uint32_t *)0xfee00320 |= 1u << 16;
     uint16_t div = 1193182 / 20;
     outb(0x43, 0x34);
     outb(0x40, (uint8_t)div);
@@ -275,14 +401,14 @@ static void setup_interrupts(void)
 #define SLP_EN (1u << 13)
 #define SCI_EN 1u
 
-void stub_main(uint32_t magic, const struct multiboot_info *mbi)
+void stub_main(uint32_t magic, uintptr_t info)
 {
     static char name[64] = "guest";
     static char ignore[8];
     static char line[128];
     const char *cmdline = "";
-    if (magic == MB_BOOTED && (mbi->flags & 4))
-        cmdline = (const char *)(uintptr_t)mbi->cmdline;
+    uint32_t mem = 0;
+    boot_info(magic, info, &cmdline, &mem);
     arg(cmdline, "walden.guest=", name, sizeof(name));
     int ignore_button = arg(cmdline, "walden.ignore_button", ignore, sizeof(ignore));
 
@@ -302,10 +428,12 @@ void stub_main(uint32_t magic, const struct multiboot_info *mbi)
     }
     setup_interrupts();
 
-    puts("\nGUEST-UP "); /* on a line of its own after the firmware's */
+    puts("\n"); /* on lines of their own after the firmware's */
+    list_pci(name);
+    puts("GUEST-UP ");
     puts(name);
     puts(" after 0 s, kernel walden-stub, mem ");
-    putu((magic == MB_BOOTED && (mbi->flags & 1)) ? mbi->mem_lower + mbi->mem_upper : 0);
+    putu(mem);
     puts(" kB, cpus ");
     putu(count_cpus());
     puts("\n");

@@ -180,22 +180,24 @@ fn stub_guest_answers_its_console_and_the_power_button() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The tiny guest's UEFI disk (`TinyGuest::uefi`: OVMF -> GRUB from the
-/// EFI system partition -> the kernel) on plain QEMU with OVMF: the asset
-/// works before a scenario nests it in the image.
+/// The UEFI guest disk the image scenarios use (`TinyGuest::stub().uefi()`:
+/// OVMF -> GRUB from the EFI system partition -> the stub guest through
+/// GRUB's `multiboot2`) on plain QEMU with OVMF: the stub finds the ACPI
+/// tables UEFI firmware publishes (the power button works), its timer
+/// wakes it under OVMF, and it lists the PCI devices (a virtio disk).
 #[test]
-fn tiny_uefi_guest_boots_through_ovmf_and_grub() -> anyhow::Result<()> {
+fn uefi_stub_guest_boots_through_ovmf_and_grub() -> anyhow::Result<()> {
     use qemu_tests::guest_assets::{cmdline, TinyGuestAssets};
     use qemu_tests::{expect, Firmware};
-    let Some(env) = TestEnv::with_image("tiny_uefi_guest_boots_through_ovmf_and_grub")? else {
+    let Some(env) = TestEnv::with_image("uefi_stub_guest_boots_through_ovmf_and_grub")? else {
         return Ok(());
     };
     let assets = TinyGuestAssets::build(env.artifacts()?, env.dir())?;
     let disk = env.dir().join("uefi-selftest.img");
-    assets.uefi_disk(&cmdline("uefi-selftest", ""), &disk)?;
+    assets.uefi_disk(&cmdline("uefi-selftest", ""), true, &disk)?;
     let mut m = env
         .machine()
-        .memory_mib(512)
+        .memory_mib(256)
         .firmware(Firmware::Uefi)
         .extra_args([
             "-drive".to_string(),
@@ -204,12 +206,35 @@ fn tiny_uefi_guest_boots_through_ovmf_and_grub() -> anyhow::Result<()> {
         .no_reboot()
         .fail_on("GUEST-WARN")
         .start()?;
-    m.wait_for_console(&expect::guest_up("uefi-selftest"), Duration::from_secs(120))?;
+    let up = m.wait_for_console(&expect::guest_up("uefi-selftest"), Duration::from_secs(120))?;
+    // The RAM from GRUB's memory map: most of the 256 MiB (OVMF keeps some).
+    let facts = qemu_tests::guest_assets::up_facts(&up)
+        .ok_or_else(|| anyhow::anyhow!("no memory and CPUs in {up:?}"))?;
+    anyhow::ensure!(
+        (200_000..=262_144).contains(&facts.mem_kib),
+        "the stub under OVMF reports {} kB of RAM, want most of 256 MiB: {up}",
+        facts.mem_kib
+    );
+    let text = m.console().text();
+    // virtio-blk (1af4:1001 legacy, 1af4:1042 modern) as the stub lists it.
+    anyhow::ensure!(
+        text.lines().any(|l| l.contains("GUEST-PCI uefi-selftest ")
+            && (l.contains(" 1af4:1001") || l.contains(" 1af4:1042"))),
+        "the stub under OVMF listed no virtio disk among its PCI devices:\n{text}"
+    );
+    // Its console echo needs its timer interrupt to wake it.
+    m.send_console("walden-console-probe\r")?;
+    m.wait_for_console(
+        &format!("{} uefi-selftest: walden-console-probe", expect::GUEST_ECHO),
+        Duration::from_secs(30),
+    )?;
     m.powerdown()?;
     m.wait_for_console(
         &expect::guest_down("uefi-selftest"),
         Duration::from_secs(30),
     )?;
+    let exit = m.wait_exit(Duration::from_secs(30))?;
+    anyhow::ensure!(exit.success(), "QEMU exited with {exit}");
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use qemu_tests::{expect, Firmware, Nic, TestEnv};
 use std::time::Duration;
 
 /// From the button press to QEMU exiting by itself: the guest's ACPI
-/// shutdown (a nested kernel under TCG) comes first.
+/// shutdown (the stub guest under TCG in TCG) comes first.
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[test]

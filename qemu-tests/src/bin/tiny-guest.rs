@@ -1,7 +1,9 @@
-//! `tiny-guest CONFIG_DIR`: put the tiny guest (the built image's kernel and
-//! a busybox initramfs that prints `GUEST-UP <name>` and powers off on the
-//! ACPI button) under CONFIG_DIR/images/tiny/, where examples/minimal's
-//! guest boots from. `make run` calls it, so the example guest really runs.
+//! `tiny-guest CONFIG_DIR`: put the tiny guests under CONFIG_DIR/images/tiny/:
+//! the stub guest (stub.elf, qemu-tests/stub: prints `GUEST-UP <name>` and
+//! powers off on the ACPI button), which examples/minimal's and
+//! examples/appliance-qemu's guests boot, and the tiny Linux guest (the
+//! built image's kernel and a busybox initramfs). `make run` calls it, so
+//! the examples' guests really run.
 
 use qemu_tests::artifacts::Artifacts;
 use qemu_tests::guest_assets::TinyGuestAssets;

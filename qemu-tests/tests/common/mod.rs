@@ -26,11 +26,12 @@ pub const STAGE1_TIMEOUT: Duration = Duration::from_secs(240);
 pub const EXAMPLE_GUEST: &str = "tiny";
 
 /// The name the example's guest gives itself in its markers (its command
-/// line has no `walden.guest=`, so the tiny guest's default).
+/// line's `walden.guest=`).
 pub const EXAMPLE_GUEST_MARKER_NAME: &str = "guest";
 
-/// How long the example's nested guest may take from the host's ready to
-/// its marker (libvirt starting QEMU, then a kernel under TCG in TCG).
+/// How long a nested guest may take from the host's ready to its marker
+/// (libvirt starting QEMU, then its firmware and kernel under TCG in TCG:
+/// seconds for the stub guest, minutes for the tiny Linux guest).
 pub const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The config disk made from [`EXAMPLE_CONFIG`].
@@ -38,9 +39,9 @@ pub fn example_config() -> ConfigDisk {
     ConfigDisk::from_dir(EXAMPLE_CONFIG)
 }
 
-/// [`EXAMPLE_CONFIG`] with the tiny guest's kernel and initramfs under
-/// images/tiny/, where its guest boots from (as `make run` puts them
-/// there), so the example's autostart guest really runs.
+/// [`EXAMPLE_CONFIG`] with the stub guest (and the tiny Linux guest's
+/// files) under images/tiny/, where its guest boots from (as `make run`
+/// puts them there), so the example's autostart guest really runs.
 pub fn example_config_with_guest(env: &TestEnv) -> anyhow::Result<ConfigDisk> {
     let dir = env.scratch().join("example-config");
     qemu_tests::disk::copy_dir(&repo_root().join(EXAMPLE_CONFIG), &dir)?;
