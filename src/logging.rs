@@ -86,13 +86,25 @@ where
             Level::INFO => "",
         };
         let body = format_body(&scope, &visitor);
-        // Console writes are best effort: a closed console must not stop walden.
-        let _ = writeln!(std::io::stderr().lock(), "{PREFIX}: {tag}{body}");
+        console_line(&format!("{PREFIX}: {tag}{body}"));
         if let Some(file) = &self.file {
             let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
             let _ = writeln!(f, "{} {:5} {body}", utc_now(), level);
         }
     }
+}
+
+/// Write `line` and its newline to stderr, the console, in one write(2).
+/// PID 1 and the supervisor share the console: a line written in pieces
+/// (what `writeln!` on unbuffered stderr does: one write per piece) can be
+/// cut by the other's, as CI saw ("walden: walden: [service=sshd] ...",
+/// then "power button pressed" on a line of its own). Best effort: a
+/// closed console must not stop walden.
+pub fn console_line(line: &str) {
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    let _ = std::io::stderr().lock().write_all(buf.as_bytes());
 }
 
 fn format_body(scope: &str, v: &LineVisitor) -> String {

@@ -39,7 +39,6 @@ use crate::context::Paths;
 use lifecycle::Init;
 use nix::sys::stat::{umask, Mode};
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -89,7 +88,7 @@ pub const DEFAULT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Write `walden: <line>` to the console (PID 1's stderr). Never panics.
 pub fn console(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "walden: {line}");
+    crate::logging::console_line(&format!("walden: {line}"));
 }
 
 /// Ask PID 1 for `action` by signal (`walden poweroff`, `/sbin/reboot`, ...).
