@@ -103,8 +103,8 @@ pub const GUEST_DISK: &str = "GUEST-DISK";
 /// One of a tiny guest's NICs: `GUEST-NIC <name> <ifname> mac=<mac> driver=<driver>`.
 pub const GUEST_NIC: &str = "GUEST-NIC";
 
-/// A tiny guest's kernel log line about an e1000e: `GUEST-KLOG <name>: <line>`.
-pub const GUEST_KLOG: &str = "GUEST-KLOG";
+/// QEMU's e1000e (82574L) as a guest's PCI bus shows it: vendor:device.
+pub const E1000E_PCI_ID: &str = "8086:10d3";
 
 /// A tiny guest's ping result: `GUEST-PING <name> <peer> ok|failed ...`.
 pub const GUEST_PING: &str = "GUEST-PING";

@@ -870,9 +870,6 @@ const PASSTHROUGH_NIC: &str = "0000:00:10.0";
 /// The second e1000e, at 00:11.0, passed through by address.
 const PASSTHROUGH_NIC_2: &str = "0000:00:11.0";
 
-/// The e1000e's PCI vendor:device (QEMU's 82574L) as a guest sees it.
-const E1000E_ID: &str = "8086:10d3";
-
 /// The VLAN guest's NIC: an e1000 with a fixed MAC.
 const VLAN_GUEST_MAC: &str = "52:54:00:ab:cd:20";
 
@@ -909,7 +906,7 @@ fn passthrough_e1000e_and_vlan_guest_reach_their_devices() -> anyhow::Result<()>
 fn e1000e_devices(console: &str, name: &str) -> Vec<String> {
     expect::guest_pci(console, name)
         .into_iter()
-        .filter(|(_, id)| id == E1000E_ID)
+        .filter(|(_, id)| id == expect::E1000E_PCI_ID)
         .map(|(at, _)| at)
         .collect()
 }
@@ -962,7 +959,8 @@ fn passthrough_e1000e_and_vlan_guest_reach_their_devices_once() -> anyhow::Resul
         eprintln!("guest p's e1000e devices: {devices:?}");
     } else {
         problems.push(format!(
-            "passthrough: guest p lists e1000e ({E1000E_ID}) at {devices:?}, want two (host {PASSTHROUGH_NIC} by label, {PASSTHROUGH_NIC_2} by address); its PCI functions: {:?}",
+            "passthrough: guest p lists e1000e ({}) at {devices:?}, want two (host {PASSTHROUGH_NIC} by label, {PASSTHROUGH_NIC_2} by address); its PCI functions: {:?}",
+            expect::E1000E_PCI_ID,
             expect::guest_pci(&m.console().text(), "p")
         ));
     }
@@ -1115,7 +1113,7 @@ fn guest_disks_are_made_and_attached_as_configured_and_a_uefi_guest_boots_once(
             &q("device", &format!("/dev/disk/by-id/virtio-{DEVICE_SERIAL}")),
             "read_only = true",
         ]);
-    let u = TinyGuest::new("u").stub().uefi();
+    let u = TinyGuest::new("u").uefi();
     let (dir, _) = config(&env, HOST_TOML, &[d, u], &["d", "u"])?;
     // The base image, on the config disk.
     let base_raw = env.dir().join("base.raw");

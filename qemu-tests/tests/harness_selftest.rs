@@ -180,7 +180,7 @@ fn stub_guest_answers_its_console_and_the_power_button() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The UEFI guest disk the image scenarios use (`TinyGuest::stub().uefi()`:
+/// The UEFI guest disk the image scenarios use (`TinyGuest::uefi`:
 /// OVMF -> GRUB from the EFI system partition -> the stub guest through
 /// GRUB's `multiboot2`) on plain QEMU with OVMF: the stub finds the ACPI
 /// tables UEFI firmware publishes (the power button works), its timer
@@ -194,7 +194,7 @@ fn uefi_stub_guest_boots_through_ovmf_and_grub() -> anyhow::Result<()> {
     };
     let assets = TinyGuestAssets::build(env.artifacts()?, env.dir())?;
     let disk = env.dir().join("uefi-selftest.img");
-    assets.uefi_disk(&cmdline("uefi-selftest", ""), true, &disk)?;
+    assets.uefi_disk(&cmdline("uefi-selftest", ""), &disk)?;
     let mut m = env
         .machine()
         .memory_mib(256)

@@ -234,8 +234,9 @@ fn make_run_once() -> anyhow::Result<()> {
         if guest == "storage" {
             let pci = expect::guest_pci(&log, guest);
             ensure!(
-                pci.iter().any(|(_, id)| id == "8086:10d3"),
-                "guest storage lists no passed-through e1000e (8086:10d3) among its PCI functions {pci:?}"
+                pci.iter().any(|(_, id)| id == expect::E1000E_PCI_ID),
+                "guest storage lists no passed-through e1000e ({}) among its PCI functions {pci:?}",
+                expect::E1000E_PCI_ID
             );
         }
     }

@@ -372,10 +372,10 @@ fn health(
                 format!("not healthy at the end of bring-up: {why}")
             };
             set_status(b, |s| s.health = Some(line.clone()));
-            let Some(rec) = rec.filter(|_| on_trial) else {
+            let Some((rec, tries_left)) = rec.zip(tries_left) else {
                 return Err(StepError::new(line));
             };
-            let recorded = try_failed(tries_left.unwrap_or(0), &why);
+            let recorded = try_failed(tries_left, &why);
             if let Err(e) = record_reason(b, &rec, &recorded) {
                 tracing::warn!("cannot record the trial failure on the boot media: {e}");
             }

@@ -88,7 +88,7 @@ pub const DEFAULT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Write `walden: <line>` to the console (PID 1's stderr). Never panics.
 pub fn console(line: &str) {
-    crate::logging::console_line(&format!("walden: {line}"));
+    crate::logging::console_line(&format!("{}: {line}", crate::logging::PREFIX));
 }
 
 /// Ask PID 1 for `action` by signal (`walden poweroff`, `/sbin/reboot`, ...).
