@@ -8,10 +8,15 @@
  * On COM1 it prints, as the tiny Linux guest's /init does
  * (qemu-tests/src/guest_assets.rs):
  *   GUEST-PCI <name> <bus>:<dev>.<fn> <vendor>:<device>   (each PCI function)
+ *   GUEST-DISK <name> <dev> size=<sectors> ro=0|1 head=<16 bytes>
+ *                                       (walden.disks: virtio.c, each disk)
+ *   GUEST-NIC <name> <ifname> mac=<mac> driver=<driver>   (e1000.c, each NIC)
  *   GUEST-UP <name> after 0 s, kernel walden-stub, mem <KiB> kB, cpus <N>
  *   GUEST-DOWN <name> power button, powering off     (then powers off)
  *   GUEST-IGNORED <name> power button, ignored       (walden.ignore_button)
  *   GUEST-ECHO <name>: <line>                        (each line typed on COM1)
+ *   GUEST-PING <name> <peer> ok|failed (via <ifname> <ip>)
+ *                         (walden.ip=A.B.C.D/N walden.ping=PEER: e1000.c)
  * QEMU boots it as a multiboot kernel; GRUB (`multiboot2`, e.g. from a
  * UEFI guest's disk) as a multiboot2 one. Its command line says
  * `walden.guest=NAME` and optionally `walden.ignore_button`. `mem` is the
@@ -28,7 +33,7 @@
  * Built by the harness with Debian's gcc and ld (qemu-tests/src/stub.rs):
  *   gcc -m32 -ffreestanding -nostdlib -T stub.ld ... stub.c -o stub.elf
  */
-#include <stdint.h>
+#include "stub.h"
 
 /* What a multiboot loader leaves in EAX (the header below asks for the
  * memory info: flags 0x3, modules page aligned too). */
@@ -69,6 +74,7 @@ __asm__(
     ".globl irq_entry\n"
     "irq_entry:\n"
     "  push %eax\n"
+    "  incl ticks\n"
     "  movl $0, 0xfee000b0\n" /* the local APIC's EOI: harmless if idle */
     "  mov $0x20, %al\n"
     "  out %al, $0xa0\n"
@@ -98,38 +104,15 @@ struct multiboot_info {
     uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
 };
 
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
-static inline void outw(uint16_t port, uint16_t v) { __asm__ volatile("outw %0, %1" ::"a"(v), "Nd"(port)); }
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-static inline uint16_t inw(uint16_t port)
-{
-    uint16_t v;
-    __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
-static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port)); }
-static inline uint32_t inl(uint16_t port)
-{
-    uint32_t v;
-    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
 /* COM1 */
 #define COM1 0x3f8
-static void putc(char c)
+void putc(char c)
 {
     while (!(inb(COM1 + 5) & 0x20)) {
     }
     outb(COM1, (uint8_t)c);
 }
-static void puts(const char *s)
+void puts(const char *s)
 {
     for (; *s; s++) {
         if (*s == '\n')
@@ -137,7 +120,7 @@ static void puts(const char *s)
         putc(*s);
     }
 }
-static void putu(uint32_t v)
+void putu(uint32_t v)
 {
     char b[11];
     int i = 10;
@@ -149,8 +132,52 @@ static void putu(uint32_t v)
     puts(b + i);
 }
 
+/* `v` in decimal, 64 bits wide (no libgcc: `divl` by 10 in two steps). */
+void putu64(uint64_t v)
+{
+    char b[21];
+    int i = 20;
+    b[i] = 0;
+    do {
+        uint32_t hi = (uint32_t)(v >> 32), lo = (uint32_t)v, r = hi % 10;
+        hi /= 10;
+        __asm__("divl %4" : "=a"(lo), "=d"(r) : "a"(lo), "d"(r), "r"(10u));
+        v = (uint64_t)hi << 32 | lo;
+        b[--i] = (char)('0' + r);
+    } while (v && i);
+    puts(b + i);
+}
+
+void mark(const char *marker, const char *name)
+{
+    puts(marker);
+    puts(" ");
+    puts(name);
+    puts(" ");
+}
+
+/* What gcc may call for struct copies and zeroing, even freestanding. */
+void *memset(void *d, int c, uint32_t n)
+{
+    uint8_t *p = d;
+    while (n--)
+        *p++ = (uint8_t)c;
+    return d;
+}
+
+void *memcpy(void *d, const void *s, uint32_t n)
+{
+    uint8_t *p = d;
+    const uint8_t *q = s;
+    while (n--)
+        *p++ = *q++;
+    return d;
+}
+
+volatile uint32_t ticks;
+
 /* `v` as `digits` lower-case hex digits. */
-static void puthex(uint32_t v, int digits)
+void puthex(uint32_t v, int digits)
 {
     char b[9];
     b[digits] = 0;
@@ -168,7 +195,7 @@ static int starts_with(const char *s, const char *p)
 }
 
 /* The value of `key` (e.g. "walden.guest=") on the command line into out. */
-static int arg(const char *cmdline, const char *key, char *out, int size)
+int arg(const char *cmdline, const char *key, char *out, int size)
 {
     const char *s = cmdline;
     while (*s) {
@@ -284,39 +311,40 @@ static uint32_t count_cpus(void)
     return n ? n : 1;
 }
 
-/* Every PCI function on every bus (configuration mechanism 1), as
- * `GUEST-PCI <name> <bus>:<dev>.<fn> <vendor>:<device>`: what the guest's
- * firmware and hardware show an OS, passed-through devices included. */
-static void list_pci(const char *name)
+void pci_each(void (*found)(uint32_t bdf, uint32_t id, void *ctx), void *ctx)
 {
     for (uint32_t bus = 0; bus < 256; bus++)
         for (uint32_t dev = 0; dev < 32; dev++)
             for (uint32_t fn = 0; fn < 8; fn++) {
-                uint32_t at = 0x80000000u | bus << 16 | dev << 11 | fn << 8;
-                outl(0xcf8, at);
-                uint32_t id = inl(0xcfc);
+                uint32_t bdf = bus << 8 | dev << 3 | fn;
+                uint32_t id = pci_read32(bdf, 0);
                 if ((id & 0xffff) == 0xffff) {
                     if (fn == 0)
                         break;
                     continue;
                 }
-                puts("GUEST-PCI ");
-                puts(name);
-                puts(" ");
-                puthex(bus, 2);
-                puts(":");
-                puthex(dev, 2);
-                puts(".");
-                puthex(fn, 1);
-                puts(" ");
-                puthex(id & 0xffff, 4);
-                puts(":");
-                puthex(id >> 16, 4);
-                puts("\n");
-                outl(0xcf8, at | 0x0c);
-                if (fn == 0 && !(inl(0xcfc) & 0x00800000u))
+                found(bdf, id, ctx);
+                if (fn == 0 && !(pci_read32(bdf, 0x0c) & 0x00800000u))
                     break; /* header type: not multi-function */
             }
+}
+
+/* `GUEST-PCI <name> <bus>:<dev>.<fn> <vendor>:<device>` for one function:
+ * what the guest's firmware and hardware show an OS, passed-through
+ * devices included. */
+static void print_pci(uint32_t bdf, uint32_t id, void *name)
+{
+    mark("GUEST-PCI", name);
+    puthex(bdf >> 8, 2);
+    puts(":");
+    puthex(bdf >> 3 & 0x1f, 2);
+    puts(".");
+    puthex(bdf & 7, 1);
+    puts(" ");
+    puthex(id & 0xffff, 4);
+    puts(":");
+    puthex(id >> 16, 4);
+    puts("\n");
 }
 
 /* What the loader says: the command line and the RAM in KiB (mem_lower +
@@ -404,7 +432,7 @@ static void setup_interrupts(void)
 void stub_main(uint32_t magic, uintptr_t info)
 {
     static char name[64] = "guest";
-    static char ignore[8];
+    static char ignore[8], disks[8], ip[24], peer[16];
     static char line[128];
     const char *cmdline = "";
     uint32_t mem = 0;
@@ -429,7 +457,10 @@ void stub_main(uint32_t magic, uintptr_t info)
     setup_interrupts();
 
     puts("\n"); /* on lines of their own after the firmware's */
-    list_pci(name);
+    pci_each(print_pci, name);
+    if (arg(cmdline, "walden.disks=", disks, sizeof(disks)))
+        list_disks(name);
+    list_nics(name);
     puts("GUEST-UP ");
     puts(name);
     puts(" after 0 s, kernel walden-stub, mem ");
@@ -437,6 +468,8 @@ void stub_main(uint32_t magic, uintptr_t info)
     puts(" kB, cpus ");
     putu(count_cpus());
     puts("\n");
+    if (arg(cmdline, "walden.ip=", ip, sizeof(ip)) && arg(cmdline, "walden.ping=", peer, sizeof(peer)))
+        ping_peer(name, ip, peer);
 
     int n = 0;
     for (;;) {

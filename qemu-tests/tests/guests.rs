@@ -922,6 +922,7 @@ fn passthrough_e1000e_and_vlan_guest_reach_their_devices_once() -> anyhow::Resul
             .pci_label("nic")
             .pci_device(PASSTHROUGH_NIC_2),
         TinyGuest::new("v")
+            .stub()
             .nic_pinging("br0", Some(20), "10.20.0.2/24", "10.20.0.1")
             .nic_mac_model(VLAN_GUEST_MAC, "e1000"),
     ];
@@ -1092,6 +1093,7 @@ fn guest_disks_are_made_and_attached_as_configured_and_a_uefi_guest_boots_once(
     };
     let q = |k: &str, v: &str| format!("{k} = \"{v}\"");
     let d = TinyGuest::new("d")
+        .stub()
         .kernel_arg("walden.disks=4")
         .disk(&[
             &q("path", NEW_QCOW2),

@@ -180,6 +180,106 @@ fn stub_guest_answers_its_console_and_the_power_button() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The stub guest's own drivers on plain QEMU: a virtio-blk disk behind a
+/// PCIe port (modern virtio), a read-only disk on a virtio-scsi controller
+/// on the root bus (transitional virtio), each with its size, read-only
+/// flag and first bytes as the guest read them; and an e1000 that pings
+/// QEMU's user-network gateway (10.0.2.2, inside QEMU: nothing leaves the
+/// machine).
+#[test]
+fn stub_guest_reads_its_disks_and_pings_through_its_e1000() -> anyhow::Result<()> {
+    use qemu_tests::guest_assets::{build_stub, cmdline};
+    use qemu_tests::{expect, DirectKernel};
+    let Some(env) = TestEnv::with_image("stub_guest_reads_its_disks_and_pings_through_its_e1000")?
+    else {
+        return Ok(());
+    };
+    let stub = env.dir().join("stub.elf");
+    build_stub(&stub)?;
+    let module = env.dir().join("empty-module");
+    std::fs::write(&module, b"")?;
+    let disk = |name: &str, mark: &str, mib: u64| -> anyhow::Result<String> {
+        let path = env.dir().join(name);
+        let mut bytes = mark.as_bytes().to_vec();
+        bytes.resize(4096, 0);
+        std::fs::write(&path, bytes)?;
+        std::fs::File::options()
+            .write(true)
+            .open(&path)?
+            .set_len(mib << 20)?;
+        Ok(path.display().to_string())
+    };
+    let blk = disk("blk.raw", "WALDEN-STUB-BLK", 32)?;
+    let scsi = disk("scsi.raw", "WALDEN-STUB-SCSI", 48)?;
+    let mut m = env
+        .machine()
+        .memory_mib(128)
+        .direct_kernel(DirectKernel {
+            kernel: stub,
+            initrd: module,
+            append: cmdline(
+                "stub",
+                "walden.disks=2 walden.ip=10.0.2.15/24 walden.ping=10.0.2.2",
+            ),
+        })
+        .no_reboot()
+        .fail_on("GUEST-WARN")
+        .extra_args([
+            "-device".to_string(),
+            "pcie-root-port,id=rp1,chassis=1".into(),
+            "-drive".into(),
+            format!("file={blk},format=raw,if=none,id=blk"),
+            "-device".into(),
+            "virtio-blk-pci,drive=blk,bus=rp1".into(),
+            "-device".into(),
+            "virtio-scsi-pci,id=scsi0".into(),
+            "-drive".into(),
+            format!("file={scsi},format=raw,if=none,id=scsi,readonly=on"),
+            "-device".into(),
+            "scsi-hd,drive=scsi,bus=scsi0.0,scsi-id=2,lun=0".into(),
+            "-netdev".into(),
+            "user,id=n0,restrict=on".into(),
+            "-device".into(),
+            "e1000,netdev=n0,mac=52:54:00:5e:00:42".into(),
+        ])
+        .start()?;
+    let ping = m.wait_for_console(
+        &format!("{} stub 10.0.2.2 ", expect::GUEST_PING),
+        Duration::from_secs(90),
+    )?;
+    let console = m.console().text();
+    let mut problems = Vec::new();
+    for want in [
+        format!(
+            "{} stub vda size=65536 ro=0 head=WALDEN-STUB-BLK.",
+            expect::GUEST_DISK
+        ),
+        format!(
+            "{} stub sda size=98304 ro=1 head=WALDEN-STUB-SCSI",
+            expect::GUEST_DISK
+        ),
+        format!(
+            "{} stub eth0 mac=52:54:00:5e:00:42 driver=e1000",
+            expect::GUEST_NIC
+        ),
+    ] {
+        if !console.lines().any(|l| l.trim_end() == want) {
+            problems.push(format!("no line {want:?}"));
+        }
+    }
+    if !ping.contains(&expect::guest_ping_ok("stub", "10.0.2.2")) {
+        problems.push(format!("the ping failed: {ping}"));
+    }
+    anyhow::ensure!(
+        problems.is_empty(),
+        "{}\nconsole:\n{console}",
+        problems.join("\n")
+    );
+    m.powerdown()?;
+    m.wait_for_console(&expect::guest_down("stub"), Duration::from_secs(30))?;
+    Ok(())
+}
+
 /// The UEFI guest disk the image scenarios use (`TinyGuest::uefi`:
 /// OVMF -> GRUB from the EFI system partition -> the stub guest through
 /// GRUB's `multiboot2`) on plain QEMU with OVMF: the stub finds the ACPI
