@@ -123,12 +123,17 @@ pub struct DirectKernel {
 impl DirectKernel {
     /// The image's kernel and initramfs with the command line its GRUB
     /// entry passes (read from the USB image's grub/grub.cfg), except that
-    /// `walden.version=` asks for `version`.
+    /// `walden.version=` asks for `version`. The kernel is the ELF inside
+    /// the image's vmlinuz ([`Artifacts::kernel_elf`]), booted through its
+    /// PVH entry: the firmware, GRUB's menu and load and the bzImage's own
+    /// decompression are skipped (about 12 s of each boot under TCG), so
+    /// a scenario that is not about the boot path boots this way; the
+    /// scenarios of boot.rs, upgrade.rs and make_run.rs boot through GRUB.
     pub fn like_grub(artifacts: &Artifacts, version: &str) -> Result<Self> {
         let cfg = disk::esp_read_file(&artifacts.usb_image()?, "grub/grub.cfg")?;
         let args = grubcfg::kernel_args(&cfg, &artifacts.version)?;
         Ok(Self {
-            kernel: artifacts.kernel()?,
+            kernel: artifacts.kernel_elf()?,
             initrd: artifacts.initrd()?,
             append: grubcfg::with_version(&args, version),
         })
@@ -223,6 +228,15 @@ impl MachineBuilder {
     pub fn direct_kernel(mut self, kernel: DirectKernel) -> Self {
         self.kernel = Some(kernel);
         self
+    }
+
+    /// The USB image attached as the boot media, its version's kernel
+    /// booted directly as its GRUB entry would ([`DirectKernel::like_grub`]):
+    /// for the scenarios that are not about firmware, GRUB or versions.
+    pub fn usb_image_direct(self, artifacts: &Artifacts) -> Result<Self> {
+        Ok(self
+            .usb_image(artifacts.usb_image()?)
+            .direct_kernel(DirectKernel::like_grub(artifacts, &artifacts.version)?))
     }
 
     /// Invert byte `offset` of file `path` (relative to the ESP root, e.g.

@@ -96,7 +96,7 @@ fn boot(env: &TestEnv, img: &Path) -> anyhow::Result<Machine> {
     let a = env.artifacts()?;
     Ok(env
         .machine()
-        .usb_image(a.usb_image()?)
+        .usb_image_direct(a)?
         .firmware(Firmware::Bios)
         .nic(Nic::Isolated)
         .extra_args([
@@ -139,7 +139,7 @@ fn etc_and_a_host_toml_change_survive_a_reboot_once() -> anyhow::Result<()> {
     std::fs::write(dir.join("host.toml"), host_toml("walden-mini"))?;
     let mut m = env
         .machine()
-        .usb_image(a.usb_image()?)
+        .usb_image_direct(a)?
         .firmware(Firmware::Bios)
         .nic(Nic::Isolated)
         .config_disk(ConfigDisk::from_dir(&dir))
@@ -323,7 +323,7 @@ fn no_config_disk_is_maintenance_until_one_is_plugged_in_once() -> anyhow::Resul
     // The disk exists for QEMU but is not attached: a stick still in the drawer.
     let mut m = env
         .machine()
-        .usb_image(a.usb_image()?)
+        .usb_image_direct(a)?
         .firmware(Firmware::Bios)
         .nic(Nic::Isolated)
         .extra_args([

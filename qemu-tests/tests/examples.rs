@@ -150,7 +150,7 @@ fn internal_bridge_then_appliance_once() -> anyhow::Result<()> {
     args.extend(nic("ap", "52:54:00:12:34:56"));
     let mut m = env
         .machine()
-        .usb_image(a.usb_image()?)
+        .usb_image_direct(a)?
         .memory_mib(4096)
         .config_disk(ConfigDisk::from_dir("examples/internal-bridge"))
         .data_disk(DataDisk::ext4("vmstore", 3072).with_files(&seed))
@@ -288,7 +288,7 @@ fn bonded_vlans_once() -> anyhow::Result<()> {
     args.extend(nic("u1", "3c:ec:ef:10:00:02"));
     let mut m = env
         .machine()
-        .usb_image(a.usb_image()?)
+        .usb_image_direct(a)?
         // db has 8 GiB and web 4 GiB; QEMU only touches what the guests use.
         .memory_mib(14 * 1024)
         .config_disk(ConfigDisk::from_dir("examples/bonded-vlans"))

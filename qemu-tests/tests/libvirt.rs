@@ -51,7 +51,7 @@ fn libvirtd_runs_under_walden_and_virsh_works_once() -> anyhow::Result<()> {
     std::fs::write(dir.join("host.toml"), host)?;
     let mut m = env
         .machine()
-        .usb_image(a.usb_image()?)
+        .usb_image_direct(a)?
         .config_disk(ConfigDisk::from_dir(&dir))
         .start()?;
     m.wait_for_console(expect::READY, BOOT_TIMEOUT)?;

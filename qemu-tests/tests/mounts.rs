@@ -97,7 +97,7 @@ fn scenario_once() -> anyhow::Result<()> {
     let a = env.artifacts()?;
     let mut m = env
         .machine()
-        .usb_image(a.usb_image()?)
+        .usb_image_direct(a)?
         .config_disk(ConfigDisk::from_dir(dir))
         .data_disk(DataDisk::ext4(LABEL, 128))
         .start()?;

@@ -94,7 +94,8 @@ fn network_namespace_tests_pass_on_the_debian_kernel_once() -> anyhow::Result<()
     let mut m = env
         .machine()
         .direct_kernel(DirectKernel {
-            kernel,
+            // The same kernel, unpacked: no bzImage decompression under TCG.
+            kernel: a.kernel_elf()?,
             initrd,
             append: "console=ttyS0 panic=-1 quiet".into(),
         })
@@ -312,7 +313,7 @@ fn bonded_nics_under_a_vlan_bridge_come_up_and_survive_a_power_cycle_once() -> a
     std::fs::write(config.path().join("host.toml"), BONDED_HOST_TOML)?;
     let mut m = env
         .machine()
-        .usb_image(a.usb_image()?)
+        .usb_image_direct(a)?
         .firmware(Firmware::Bios)
         .config_disk(ConfigDisk::from_dir(config.path()))
         .extra_args(THREE_NICS.iter().copied())

@@ -27,7 +27,7 @@ fn power_button_powers_off_showing_each_step_once() -> anyhow::Result<()> {
     let a = env.artifacts()?;
     let mut m = env
         .machine()
-        .usb_image(a.usb_image()?)
+        .usb_image_direct(a)?
         .firmware(Firmware::Bios)
         .config_disk(example_config_with_guest(&env)?)
         .nic(Nic::Isolated)
