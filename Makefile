@@ -6,11 +6,12 @@ CARGO ?= cargo
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 export WALDEN_VERSION ?= $(VERSION)
 
-# Debian packages needed to build and test (gcc: the stub guest of the
+# Debian packages needed to build and test (ipxe: its ipxe.iso is the real
+# ISO a guest boots from its CD-ROM in the guests scenarios; gcc: the stub guest of the
 # image scenarios, qemu-tests/stub; samba: the smbd QEMU starts for
 # `-netdev user,smb=` in the CIFS scenario; xfsprogs: XFS data disks; the image's build deps are listed
 # in image/build-deps.txt so image/build.sh can install them on its own too).
-TEST_DEPS := gcc util-linux iproute2 iputils-ping procps e2fsprogs xfsprogs qemu-system-x86 qemu-utils ovmf libvirt-dev pkgconf libvirt-clients libxml2-utils openssh-client samba
+TEST_DEPS := gcc ipxe util-linux iproute2 iputils-ping procps e2fsprogs xfsprogs qemu-system-x86 qemu-utils ovmf libvirt-dev pkgconf libvirt-clients libxml2-utils openssh-client samba
 
 .PHONY: all deps build test test-unit test-privileged test-qemu lint image run bench clean
 

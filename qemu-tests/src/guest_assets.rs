@@ -477,6 +477,9 @@ pub struct TinyGuest {
     /// nothing else (no NIC, disk or ping lines; its `mem` is the RAM the
     /// firmware reports, `cpus` the enabled CPUs of the ACPI MADT).
     pub stub: bool,
+    /// The stub's `[boot] initrd` (a path on the image), when set: the
+    /// stub reports it as `GUEST-MODULE`.
+    pub stub_initrd: Option<String>,
 }
 
 /// One `[[nic]]` of a tiny guest.
@@ -512,7 +515,16 @@ impl TinyGuest {
             tables: String::new(),
             uefi: false,
             stub: false,
+            stub_initrd: None,
         }
+    }
+
+    /// Boot the stub guest with `path` (on the image) as its `[boot]
+    /// initrd`: the stub prints its size and first bytes (`GUEST-MODULE`).
+    pub fn stub_initrd(mut self, path: &str) -> Self {
+        self.stub = true;
+        self.stub_initrd = Some(path.to_string());
+        self
     }
 
     /// Boot the stub guest instead of Linux (see the `stub` field): for
@@ -695,6 +707,9 @@ impl TinyGuest {
                 "\n[boot]\nkernel = \"{STUB_ON_IMAGE}\"\ncmdline = \"{}\"\n",
                 cmdline(&self.name, &self.cmdline_extra)
             );
+            if let Some(i) = &self.stub_initrd {
+                let _ = writeln!(t, "initrd = \"{i}\"");
+            }
         } else {
             let _ = write!(
                 t,

@@ -8,6 +8,8 @@
  * On COM1 it prints, as the tiny Linux guest's /init does
  * (qemu-tests/src/guest_assets.rs):
  *   GUEST-PCI <name> <bus>:<dev>.<fn> <vendor>:<device>   (each PCI function)
+ *   GUEST-MODULE <name> size=<bytes> head=<16 bytes>     (each boot module:
+ *                                       a guest's `[boot] initrd`)
  *   GUEST-DISK <name> <dev> size=<sectors> ro=0|1 head=<16 bytes>
  *                                       (walden.disks: virtio.c, each disk)
  *   GUEST-NIC <name> <ifname> mac=<mac> driver=<driver>   (e1000.c, each NIC)
@@ -101,8 +103,23 @@ extern void load_gdt(const void *gdtr);
 uint8_t stub_stack[16384] __attribute__((aligned(16), used));
 
 struct multiboot_info {
-    uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
+    uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
 };
+
+/* The modules the loader passed (QEMU: `-initrd`, i.e. a guest's `[boot]
+ * initrd`; GRUB: `module2`): start and end addresses. */
+#define MAX_MODULES 4
+static uint32_t modules[MAX_MODULES][2];
+static uint32_t module_count;
+
+static void add_module(uint32_t start, uint32_t end)
+{
+    if (module_count < MAX_MODULES && end >= start) {
+        modules[module_count][0] = start;
+        modules[module_count][1] = end;
+        module_count++;
+    }
+}
 
 /* COM1 */
 #define COM1 0x3f8
@@ -130,6 +147,15 @@ void putu(uint32_t v)
         v /= 10;
     } while (v && i);
     puts(b + i);
+}
+
+void put_head(const uint8_t *p, uint32_t n)
+{
+    for (uint32_t i = 0; i < n && i < 16; i++) {
+        char c = (char)p[i];
+        int plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+        putc(plain ? c : '.');
+    }
 }
 
 /* `v` in decimal, 64 bits wide (no libgcc: `divl` by 10 in two steps). */
@@ -357,6 +383,11 @@ static void boot_info(uint32_t magic, uintptr_t info, const char **cmdline, uint
             *cmdline = (const char *)(uintptr_t)mbi->cmdline;
         if (mbi->flags & 1)
             *mem = mbi->mem_lower + mbi->mem_upper;
+        if (mbi->flags & 8)
+            for (uint32_t i = 0; i < mbi->mods_count; i++) {
+                const uint32_t *m = (const uint32_t *)phys(mbi->mods_addr + 16 * i);
+                add_module(m[0], m[1]);
+            }
         return;
     }
     if (magic != MB2_BOOTED)
@@ -379,6 +410,8 @@ static void boot_info(uint32_t magic, uintptr_t info, const char **cmdline, uint
                     mmap_kib += (uint32_t)(*(const uint64_t *)phys(e + 8) >> 10);
             *mem = mmap_kib;
         }
+        else if (type == 3)
+            add_module(*(const uint32_t *)phys(at + 8), *(const uint32_t *)phys(at + 12));
         else if ((type == 14 || type == 15) && !mb2_rsdp)
             mb2_rsdp = phys(at + 8);
         at += (size + 7) & ~7u;
@@ -458,6 +491,14 @@ void stub_main(uint32_t magic, uintptr_t info)
 
     puts("\n"); /* on lines of their own after the firmware's */
     pci_each(print_pci, name);
+    for (uint32_t i = 0; i < module_count; i++) {
+        mark("GUEST-MODULE", name);
+        puts("size=");
+        putu(modules[i][1] - modules[i][0]);
+        puts(" head=");
+        put_head(phys(modules[i][0]), modules[i][1] - modules[i][0]);
+        puts("\n");
+    }
     if (arg(cmdline, "walden.disks=", disks, sizeof(disks)))
         list_disks(name);
     list_nics(name);

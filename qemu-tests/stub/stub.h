@@ -71,6 +71,9 @@ void puts(const char *s);
 void putu(uint32_t v);
 void putu64(uint64_t v);
 void puthex(uint32_t v, int digits);
+/* The first (up to) 16 of `n` bytes at `p`, each other than
+ * [A-Za-z0-9_-] as '.': the `head=` of GUEST-DISK and GUEST-MODULE. */
+void put_head(const uint8_t *p, uint32_t n);
 /* A marker line's start: "<marker> <name> ". */
 void mark(const char *marker, const char *name);
 

@@ -218,11 +218,7 @@ static void print_disk(const char *name, const char *dev, uint64_t sectors, int 
     puts(" size=");
     putu64(sectors);
     puts(ro ? " ro=1 head=" : " ro=0 head=");
-    for (int i = 0; read && i < 16; i++) {
-        char c = (char)head[i];
-        int plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-        putc(plain ? c : '.');
-    }
+    put_head(head, read ? 16 : 0);
     puts("\n");
 }
 

@@ -1095,7 +1095,7 @@ fn guest_disks_are_made_and_attached_as_configured_and_a_uefi_guest_boots_once(
     };
     let q = |k: &str, v: &str| format!("{k} = \"{v}\"");
     let d = TinyGuest::new("d")
-        .stub()
+        .stub_initrd(MODULE_ON_IMAGE)
         .kernel_arg("walden.disks=4")
         .disk(&[
             &q("path", NEW_QCOW2),
@@ -1119,6 +1119,8 @@ fn guest_disks_are_made_and_attached_as_configured_and_a_uefi_guest_boots_once(
         ]);
     let u = TinyGuest::new("u").uefi();
     let (dir, _) = config(&env, HOST_TOML, &[d, u], &["d", "u"])?;
+    // d's initrd: the stub reports the module QEMU handed it.
+    std::fs::write(dir.join(MODULE_REL), MODULE_MARK)?;
     // The base image, on the config disk.
     let base_raw = env.dir().join("base.raw");
     marked_raw(&base_raw, BASE_MIB, BASE_MARK)?;
@@ -1165,6 +1167,15 @@ fn guest_disks_are_made_and_attached_as_configured_and_a_uefi_guest_boots_once(
         }
     }
     let console = m.console().text();
+    let module = format!(
+        "GUEST-MODULE d size={} head={MODULE_MARK}",
+        MODULE_MARK.len()
+    );
+    if !console.lines().any(|l| l.trim_end().ends_with(&module)) {
+        problems.push(format!(
+            "boot.initrd: guest d does not report {MODULE_ON_IMAGE} as its boot module ({module:?})"
+        ));
+    }
     problems.extend(check_guest_disks(&console));
     problems.extend(check_cache_and_io(&console));
     let u_args = qemu_args(&console, "u");
@@ -1315,4 +1326,148 @@ fn check_images_on_config_disk(m: &Machine, dir: &Path) -> anyhow::Result<Vec<St
         }
     }
     Ok(problems)
+}
+
+/// Guest d's `[boot] initrd`: 16 bytes the stub reports as they are.
+const MODULE_MARK: &str = "WALDEN-MODULE-D_";
+const MODULE_REL: &str = "images/tiny/module-d.bin";
+const MODULE_ON_IMAGE: &str = "/config/images/tiny/module-d.bin";
+
+/// Where Debian's ipxe package puts its bootable ISO: a real ISO the
+/// project did not make (ISOLINUX, then iPXE, in VGA text mode).
+const IPXE_ISO: &str = "/usr/lib/ipxe/ipxe.iso";
+
+/// The ISO as guest c's `[[cdrom]]` sees it, on the config disk.
+const IPXE_ON_IMAGE: &str = "/config/images/iso/ipxe.iso";
+
+/// Guest c of [`installer_iso_boots_from_a_guest_cdrom_which_is_ejected_and_inserted`]:
+/// an empty thin disk and Debian's iPXE ISO in a CD-ROM drive, the
+/// CD-ROM first (`[boot] order`; the default tries the disks first), a
+/// screen (VNC, so a VGA).
+const ISO_GUEST_TOML: &str =
+    "schema = 1\nmemory = \"128MiB\"\nshutdown_timeout = \"5s\"\nvnc = true\n\n\
+[boot]\norder = [\"cdrom\", \"disk\"]\n\n\
+[[disk]]\npath = \"/var/lib/walden/vm/c.qcow2\"\nsize = \"64MiB\"\n\n\
+[[cdrom]]\npath = \"/config/images/iso/ipxe.iso\"\n";
+
+/// The text on guest c's VGA screen, read from its text buffer (0xb8000,
+/// 80x25 cells of character + attribute) through QEMU's monitor as
+/// libvirt passes it on: what the guest's firmware and the ISO printed.
+fn guest_screen(m: &mut Machine, name: &str) -> anyhow::Result<String> {
+    let out = m.exec_ok(&format!(
+        "virsh -c qemu:///system qemu-monitor-command {name} --hmp 'xp /4000bx 0xb8000'"
+    ))?;
+    let bytes: Vec<u8> = out
+        .lines()
+        .filter_map(|l| l.split_once(": ").map(|(_, v)| v))
+        .flat_map(|v| v.split_whitespace())
+        .filter_map(|b| u8::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+        .collect();
+    let chars: String = bytes.iter().step_by(2).map(|&b| b as char).collect();
+    let lines: Vec<String> = chars
+        .as_bytes()
+        .chunks(80)
+        .map(|l| String::from_utf8_lossy(l).trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    Ok(lines.join("\n"))
+}
+
+/// The source of guest `name`'s CD-ROM drive sda as libvirt's live
+/// definition has it ("-": empty).
+fn cdrom_source(m: &mut Machine, name: &str) -> anyhow::Result<String> {
+    let out = m.exec_ok(&format!("virsh -c qemu:///system domblklist {name}"))?;
+    out.lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("sda")).then(|| f.next().unwrap_or("").to_string())
+        })
+        .with_context(|| format!("no sda in `virsh domblklist {name}`:\n{out}"))
+}
+
+#[test]
+fn installer_iso_boots_from_a_guest_cdrom_which_is_ejected_and_inserted() -> anyhow::Result<()> {
+    qemu_tests::retry_on_soft_lockup(installer_iso_once)
+}
+
+/// Issue 17's install media: guest c has an empty disk and Debian's iPXE
+/// ISO in a CD-ROM drive, booted first (`[boot] order`). Its own screen
+/// shows the firmware booting the ISO from the CD-ROM (ISOLINUX, then
+/// iPXE) without trying the disk. `walden guest eject` empties the running guest's
+/// drive and `walden guest insert` puts the ISO back, as libvirt's live
+/// definition shows; an ISO that is not there is refused with a message.
+fn installer_iso_once() -> anyhow::Result<()> {
+    let Some(env) = TestEnv::with_image(
+        "installer_iso_boots_from_a_guest_cdrom_which_is_ejected_and_inserted",
+    )?
+    else {
+        return Ok(());
+    };
+    let (dir, _) = config(&env, HOST_TOML, &[], &[])?;
+    std::fs::write(dir.join("guests/c.toml"), ISO_GUEST_TOML)?;
+    let iso_dir = dir.join("images/iso");
+    std::fs::create_dir_all(&iso_dir)?;
+    std::fs::copy(IPXE_ISO, iso_dir.join("ipxe.iso"))
+        .with_context(|| format!("{IPXE_ISO}: install Debian's ipxe package (make deps)"))?;
+    let a = env.artifacts()?;
+    let mut m = env
+        .machine()
+        .usb_image_direct(a)?
+        .config_disk(ConfigDisk::from_dir(dir))
+        .admin_ssh()
+        .start()?;
+    wait_ready(&mut m, &env)?;
+
+    // The screen, until iPXE is up (its banner), or what it showed last.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let screen = loop {
+        let screen = guest_screen(&mut m, "c")?;
+        if screen.contains("Open Source Network Boot Firmware") || Instant::now() >= deadline {
+            break screen;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    eprintln!("guest c's screen:\n{screen}");
+    let at = |s: &str| screen.find(s);
+    match (at("Booting from DVD/CD"), at("iPXE"), at("Booting from Hard Disk")) {
+        // With the disk first (the default) it would be tried, and fail,
+        // before the CD-ROM; iPXE finding no NIC hands back to the
+        // firmware, which then tries the disk.
+        (Some(cd), Some(ipxe), hd) if cd < ipxe && hd.is_none_or(|h| h > ipxe) => {}
+        _ => bail!(
+            "order = [\"cdrom\", \"disk\"]: guest c's screen should show the CD-ROM booting iPXE, no disk tried before:\n{screen}"
+        ),
+    }
+
+    let source = cdrom_source(&mut m, "c")?;
+    ensure!(
+        source == IPXE_ON_IMAGE,
+        "drive sda holds {source:?} at start"
+    );
+    let said = m.exec_ok("walden guest eject c")?;
+    eprintln!("eject: {said}");
+    let source = cdrom_source(&mut m, "c")?;
+    ensure!(source == "-", "after eject, drive sda holds {source:?}");
+    let refused = m.exec("walden guest insert c /config/images/iso/nope.iso")?;
+    ensure!(
+        !refused.success() && refused.stderr.contains("nope.iso"),
+        "insert of a missing ISO: {refused:?}"
+    );
+    let said = m.exec_ok(&format!("walden guest insert c {IPXE_ON_IMAGE}"))?;
+    eprintln!("insert: {said}");
+    let source = cdrom_source(&mut m, "c")?;
+    ensure!(
+        source == IPXE_ON_IMAGE,
+        "after insert, drive sda holds {source:?}"
+    );
+
+    // iPXE does not answer the ACPI button: pull the plug, then power off.
+    m.exec_ok("walden guest stop --force c")?;
+    m.powerdown()?;
+    let exit = m.wait_exit(POWEROFF_TIMEOUT)?;
+    ensure!(
+        exit.success(),
+        "QEMU exited with {exit} after the power button"
+    );
+    Ok(())
 }

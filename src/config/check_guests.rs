@@ -2,7 +2,7 @@
 //! MACs, passed-through PCI devices, disks and `after` ordering.
 
 use super::check_host::{interfaces, Kind};
-use super::guest::{DiskSource, GuestConfig, PciRef};
+use super::guest::{BootDevice, DiskSource, GuestConfig, PciRef, DEFAULT_BOOT_ORDER};
 use super::host::{HostConfig, VfioSelect};
 use super::order;
 use super::source::{At, Sources};
@@ -16,6 +16,7 @@ pub(crate) fn check(host: &HostConfig, guests: &[GuestConfig], unparsed: &[Strin
     check_pci(host, guests, src);
     check_disks(guests, src);
     check_disk_io(guests, src);
+    check_boot_order(guests, src);
     check_taps(guests, src);
     check_after(guests, unparsed, src);
     super::check_mounts::check_guest_paths(host, guests, src);
@@ -31,6 +32,32 @@ fn check_disk_io(guests: &[GuestConfig], src: &Sources) {
                 "io",
                 "io = \"native\" needs the host page cache off",
                 "add cache = \"none\" (or \"directsync\"), or use io = \"io_uring\" or \"threads\"",
+            );
+        }
+    }
+}
+
+/// `[boot] order` names only device kinds the guest has.
+fn check_boot_order(guests: &[GuestConfig], src: &Sources) {
+    for g in guests {
+        let missing = |kind| match kind {
+            BootDevice::Disk => g.disks.is_empty(),
+            BootDevice::Cdrom => g.cdroms.is_empty(),
+        };
+        // The default order names both; only an explicit one is checked.
+        if g.boot_order == DEFAULT_BOOT_ORDER {
+            continue;
+        }
+        if let Some(kind) = g.boot_order.iter().copied().find(|k| missing(*k)) {
+            let (name, table) = match kind {
+                BootDevice::Disk => ("disk", "[[disk]]"),
+                BootDevice::Cdrom => ("cdrom", "[[cdrom]]"),
+            };
+            src.error(
+                &g.at,
+                "boot.order",
+                format!("boot order names {name:?} but the guest has no {table}"),
+                &format!("add a {table} table or remove {name:?} from order"),
             );
         }
     }

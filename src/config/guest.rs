@@ -32,6 +32,12 @@ pub struct GuestConfig {
     pub boot: Boot,
     /// `[[disk]]`.
     pub disks: Vec<DiskConfig>,
+    /// `[[cdrom]]`: SATA CD-ROM drives, each with an ISO image or empty.
+    pub cdroms: Vec<CdromConfig>,
+    /// `[boot] order`: what the firmware tries, first to last (default:
+    /// the disks, then the CD-ROMs; an empty disk falls through to the
+    /// installer ISO, an installed one boots).
+    pub boot_order: Vec<BootDevice>,
     /// `[[nic]]`.
     pub nics: Vec<NicConfig>,
     /// `[[pci]]`: passed-through host devices.
@@ -43,8 +49,8 @@ pub struct GuestConfig {
 }
 
 impl GuestConfig {
-    /// Every host file the guest uses (disk images, their bases, the
-    /// direct-boot kernel and initrd) with its key in the guest file
+    /// Every host file the guest uses (disk images, their bases, ISO
+    /// images, the direct-boot kernel and initrd) with its key in the guest file
     /// (`disk[0].path`, `boot.kernel`): what must be there before it starts.
     pub fn host_paths(&self) -> Vec<(String, &std::path::Path)> {
         let mut out = Vec::new();
@@ -54,6 +60,11 @@ impl GuestConfig {
                 if let Some(b) = base {
                     out.push((d.at.sub("base"), b.as_path()));
                 }
+            }
+        }
+        for c in &self.cdroms {
+            if let Some(p) = &c.path {
+                out.push((c.at.sub("path"), p.as_path()));
             }
         }
         if let Boot::Kernel { kernel, initrd, .. } = &self.boot {
@@ -100,6 +111,28 @@ pub enum Boot {
         cmdline: Option<String>,
     },
 }
+
+/// A `[[cdrom]]`: a read-only SATA CD-ROM drive (q35's AHCI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdromConfig {
+    /// Origin in the guest file.
+    pub at: At,
+    /// The ISO image in the drive; `None`: an empty drive (`walden guest
+    /// insert` puts one in while the guest runs).
+    pub path: Option<PathBuf>,
+}
+
+/// What a firmware boot can try (`[boot] order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootDevice {
+    /// The `[[disk]]`s, in file order.
+    Disk,
+    /// The `[[cdrom]]`s, in file order.
+    Cdrom,
+}
+
+/// The default `[boot] order`.
+pub const DEFAULT_BOOT_ORDER: [BootDevice; 2] = [BootDevice::Disk, BootDevice::Cdrom];
 
 /// Disk image formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

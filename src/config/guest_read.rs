@@ -1,8 +1,8 @@
 //! Reading guests/NAME.toml into [`GuestConfig`].
 
 use super::guest::{
-    Boot, CpuConfig, DiskBus, DiskConfig, DiskFormat, DiskSource, Firmware, GuestConfig, GuestPci,
-    NicConfig, NicModel, PciRef,
+    Boot, BootDevice, CdromConfig, CpuConfig, DiskBus, DiskConfig, DiskFormat, DiskSource,
+    Firmware, GuestConfig, GuestPci, NicConfig, NicModel, PciRef, DEFAULT_BOOT_ORDER,
 };
 use super::ids::{IfName, MacAddr, Name, PciAddress};
 use super::reader::{self, Tbl, Val};
@@ -49,13 +49,14 @@ pub(crate) fn read(root: &Tbl<'_>, name: Name) -> GuestConfig {
         .opt("restart")
         .and_then(|v| v.choice(RESTART))
         .unwrap_or(RestartPolicy::OnFailure);
-    let boot = root
+    let (boot, boot_order) = root
         .opt("boot")
         .and_then(|v| v.table())
         .and_then(boot)
-        .unwrap_or(Boot::Firmware(Firmware::Bios));
+        .unwrap_or((Boot::Firmware(Firmware::Bios), None));
     let each = |key: &'static str| root.opt(key).and_then(|v| v.tables()).unwrap_or_default();
     let disks = each("disk").into_iter().filter_map(disk).collect();
+    let cdroms = each("cdrom").into_iter().map(cdrom).collect();
     let nics = each("nic")
         .into_iter()
         .enumerate()
@@ -76,6 +77,8 @@ pub(crate) fn read(root: &Tbl<'_>, name: Name) -> GuestConfig {
         restart,
         boot,
         disks,
+        cdroms,
+        boot_order: boot_order.unwrap_or_else(|| DEFAULT_BOOT_ORDER.to_vec()),
         nics,
         pci,
         balloon,
@@ -110,10 +113,12 @@ fn cpu(t: Tbl<'_>) -> CpuConfig {
     CpuConfig { weight, max }
 }
 
-fn boot(t: Tbl<'_>) -> Option<Boot> {
+/// `[boot]`: how the guest boots, and `order` when given.
+fn boot(t: Tbl<'_>) -> Option<(Boot, Option<Vec<BootDevice>>)> {
     let firmware = t
         .opt("firmware")
         .and_then(|v| v.choice(&[("bios", Firmware::Bios), ("uefi", Firmware::Uefi)]));
+    let order = t.opt("order").and_then(|v| boot_order(&v));
     let kernel = t.opt("kernel").and_then(|v| v.abs_path());
     let initrd = t.opt("initrd").and_then(|v| v.abs_path());
     let cmdline = t.opt("cmdline").and_then(|v| v.str().map(str::to_string));
@@ -123,6 +128,12 @@ fn boot(t: Tbl<'_>) -> Option<Boot> {
             t.error(
                 "give `firmware` or `kernel`, not both",
                 "direct kernel boot needs no firmware choice; remove one",
+            );
+        }
+        if has("order") {
+            t.error(
+                "`order` does not apply to a direct kernel boot",
+                "QEMU starts the kernel itself; remove order, or kernel to boot from the disks or CD-ROMs",
             );
         }
         kernel.map(|kernel| Boot::Kernel {
@@ -140,7 +151,42 @@ fn boot(t: Tbl<'_>) -> Option<Boot> {
         Some(Boot::Firmware(firmware.unwrap_or(Firmware::Bios)))
     };
     t.finish();
-    out
+    // A kernel boot's `order` was refused above: nothing more to check.
+    let order = order.filter(|_| matches!(out, Some(Boot::Firmware(_))));
+    out.map(|b| (b, order))
+}
+
+/// `order = ["cdrom", "disk"]`: each device kind once.
+fn boot_order(v: &Val<'_>) -> Option<Vec<BootDevice>> {
+    const KINDS: &[(&str, BootDevice)] =
+        &[("disk", BootDevice::Disk), ("cdrom", BootDevice::Cdrom)];
+    let items = v.array()?;
+    let mut order = Vec::new();
+    for item in &items {
+        let kind = item.choice(KINDS)?;
+        if order.contains(&kind) {
+            return item.error(
+                "listed twice",
+                "name each of \"disk\" and \"cdrom\" at most once",
+            );
+        }
+        order.push(kind);
+    }
+    if order.is_empty() {
+        return v.error(
+            "an empty boot order boots nothing",
+            "e.g. order = [\"cdrom\", \"disk\"] to boot an installer ISO first",
+        );
+    }
+    Some(order)
+}
+
+/// `[[cdrom]]`: `path` to an ISO image, or nothing for an empty drive.
+fn cdrom(t: Tbl<'_>) -> CdromConfig {
+    let path = t.opt("path").and_then(|v| v.abs_path());
+    let at = t.at();
+    t.finish();
+    CdromConfig { at, path }
 }
 
 fn disk(t: Tbl<'_>) -> Option<DiskConfig> {

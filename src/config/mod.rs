@@ -52,8 +52,8 @@ pub use error::{ConfigError, ConfigValue, ValueError};
 pub use facts::{check_against_host, HostFacts, HOST_RESERVE};
 #[allow(unused_imports)]
 pub use guest::{
-    Boot, CpuConfig, DiskBus, DiskConfig, DiskFormat, DiskSource, Firmware, GuestConfig, GuestPci,
-    NicConfig, NicModel, PciRef,
+    Boot, BootDevice, CdromConfig, CpuConfig, DiskBus, DiskConfig, DiskFormat, DiskSource,
+    Firmware, GuestConfig, GuestPci, NicConfig, NicModel, PciRef, DEFAULT_BOOT_ORDER,
 };
 pub use host::tz_names as time_zones;
 #[allow(unused_imports)]

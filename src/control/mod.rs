@@ -59,12 +59,17 @@ pub enum Request {
     ConfigApply(ApplyRequest),
     /// Keep a runtime network change that awaits confirmation.
     ConfigConfirm,
-    /// `walden guest start|stop [--force]|restart NAME`.
+    /// `walden guest start|stop [--force]|restart|eject NAME`,
+    /// `walden guest insert NAME ISO`.
     Guest {
-        /// "start", "stop", "force-stop" (`stop --force`) or "restart".
+        /// "start", "stop", "force-stop" (`stop --force`), "restart",
+        /// "eject" or "insert".
         op: String,
         /// Guest name.
         name: String,
+        /// The ISO image of "insert" (a path on the host).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iso: Option<String>,
     },
 }
 

@@ -206,7 +206,7 @@ pub(crate) fn answer(line: &str, ctl: &Ctl) -> Response {
         Ok(Request::Status) => return Response::status(ctl.status.snapshot()),
         Ok(Request::ConfigApply(req)) => Command::Apply(req),
         Ok(Request::ConfigConfirm) => Command::Confirm,
-        Ok(Request::Guest { op, name }) => Command::Guest { op, name },
+        Ok(Request::Guest { op, name, iso }) => Command::Guest { op, name, iso },
         Err(e) => {
             return Response::error(format!(
             "bad request: {e}; expected one JSON object per line such as {{\"action\":\"status\"}}"

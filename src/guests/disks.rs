@@ -1,6 +1,7 @@
 //! Make a guest's disks exist before it starts: create missing images
 //! (a thin qcow2 overlay on `base`, or an empty image of `size`) with
-//! qemu-img, and refuse to start when a block device or base is missing.
+//! qemu-img, and refuse to start when a block device, a base or a
+//! CD-ROM's ISO image is missing.
 //!
 //! Existing images are never touched: walden does not grow, convert or
 //! rebase them.
@@ -53,6 +54,18 @@ pub enum DiskError {
         /// The missing image.
         path: PathBuf,
     },
+    /// A `[[cdrom]] path` that is not an ISO file here.
+    #[error("guest {guest}: {at}: ISO image {path} {reason}; copy the ISO there, fix `path`, or remove it for an empty drive")]
+    BadIso {
+        /// Guest name.
+        guest: String,
+        /// The drive ("guests/NAME.toml cdrom[0]").
+        at: String,
+        /// The path.
+        path: PathBuf,
+        /// "does not exist" or "is not a regular file".
+        reason: &'static str,
+    },
     /// `path` exists but is not a regular file.
     #[error("guest {guest}: {at}: {path} exists but is not a regular file; point `path` at an image file or use `device` for block devices")]
     NotAFile {
@@ -99,6 +112,20 @@ pub fn prepare(guest: &GuestConfig) -> Result<Vec<String>, DiskError> {
 
 /// [`prepare`] with a chosen qemu-img binary.
 pub fn prepare_with(guest: &GuestConfig, qemu_img: &Path) -> Result<Vec<String>, DiskError> {
+    for c in &guest.cdroms {
+        let Some(iso) = &c.path else { continue };
+        let reason = match std::fs::metadata(iso) {
+            Ok(m) if m.is_file() => continue,
+            Ok(_) => "is not a regular file",
+            Err(_) => "does not exist",
+        };
+        return Err(DiskError::BadIso {
+            guest: guest.name.as_str().to_string(),
+            at: c.at.to_string(),
+            path: iso.clone(),
+            reason,
+        });
+    }
     let mut done = Vec::new();
     for d in &guest.disks {
         if let Some(line) = prepare_disk(guest.name.as_str(), d, qemu_img)? {

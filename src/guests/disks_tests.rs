@@ -140,3 +140,29 @@ fn reports_a_qemu_img_that_cannot_run() {
         "{e}"
     );
 }
+
+#[test]
+fn a_cdrom_iso_must_be_a_file_and_an_empty_drive_needs_none() {
+    let tmp = tempdir();
+    let iso = tmp.path().join("debian.iso");
+    let g = guest(&format!("[[cdrom]]\npath = \"{}\"\n", iso.display()));
+    let err = prepare(&g).unwrap_err().to_string();
+    assert!(
+        err.contains("cdrom[0]") && err.contains("debian.iso does not exist"),
+        "{err}"
+    );
+    std::fs::create_dir(&iso).unwrap_or_else(|e| panic!("{e}"));
+    let err = prepare(&g).unwrap_err().to_string();
+    assert!(err.contains("is not a regular file"), "{err}");
+    std::fs::remove_dir(&iso).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&iso, b"CD001").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        prepare(&g).unwrap_or_else(|e| panic!("{e}")),
+        Vec::<String>::new()
+    );
+    let empty = guest("[[cdrom]]\n");
+    assert_eq!(
+        prepare(&empty).unwrap_or_else(|e| panic!("{e}")),
+        Vec::<String>::new()
+    );
+}

@@ -10,8 +10,8 @@ use super::env::{DomainEnv, DomainType};
 use super::taps::tap_name;
 use super::xml::Xml;
 use crate::config::{
-    Boot, DiskBus, DiskConfig, DiskFormat, DiskSource, Firmware, GuestConfig, NicModel, PciAddress,
-    PciRef,
+    Boot, BootDevice, DiskBus, DiskFormat, DiskSource, Firmware, GuestConfig, NicModel, PciAddress,
+    PciRef, DEFAULT_BOOT_ORDER,
 };
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -71,7 +71,7 @@ pub fn domain_xml(guest: &GuestConfig, env: &DomainEnv) -> Result<String, Domain
     x.text("on_crash", &[], "destroy");
     x.open("devices", &[]);
     x.text("emulator", &[], &path(&env.emulator));
-    disks(&mut x, &guest.disks);
+    disks(&mut x, guest);
     for (i, nic) in guest.nics.iter().enumerate() {
         x.open("interface", &[("type", "bridge")]);
         x.empty("mac", &[("address", &nic.mac.to_string())]);
@@ -229,7 +229,10 @@ fn os(x: &mut Xml, guest: &GuestConfig, env: &DomainEnv) {
     x.open("os", &[]);
     x.text("type", &[("arch", "x86_64"), ("machine", "q35")], "hvm");
     match &guest.boot {
-        Boot::Firmware(Firmware::Bios) => x.empty("boot", &[("dev", "hd")]),
+        Boot::Firmware(Firmware::Bios) if !per_device_boot(guest) => {
+            x.empty("boot", &[("dev", "hd")])
+        }
+        Boot::Firmware(Firmware::Bios) => {}
         Boot::Firmware(Firmware::Uefi) => {
             x.text(
                 "loader",
@@ -244,7 +247,9 @@ fn os(x: &mut Xml, guest: &GuestConfig, env: &DomainEnv) {
                 &[("template", &path(&env.ovmf_vars_template))],
                 &path(&nvram),
             );
-            x.empty("boot", &[("dev", "hd")]);
+            if !per_device_boot(guest) {
+                x.empty("boot", &[("dev", "hd")]);
+            }
         }
         Boot::Kernel {
             kernel,
@@ -263,9 +268,44 @@ fn os(x: &mut Xml, guest: &GuestConfig, env: &DomainEnv) {
     x.close("os");
 }
 
-fn disks(x: &mut Xml, disks: &[DiskConfig]) {
+/// Whether the boot order is given per device (`<boot order=N/>` on each
+/// disk and CD-ROM) instead of `<os><boot dev="hd"/>`: a firmware boot
+/// with CD-ROMs or a `[boot] order`. libvirt takes one or the other; a
+/// guest with neither keeps the domain XML it always had.
+fn per_device_boot(guest: &GuestConfig) -> bool {
+    matches!(guest.boot, Boot::Firmware(_))
+        && (!guest.cdroms.is_empty() || guest.boot_order != DEFAULT_BOOT_ORDER)
+}
+
+/// The `<boot order>` of each disk and each CD-ROM (1-based; `None`: not
+/// booted from), following `[boot] order`.
+fn boot_orders(guest: &GuestConfig) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+    let (mut disks, mut cdroms) = (
+        vec![None; guest.disks.len()],
+        vec![None; guest.cdroms.len()],
+    );
+    if !per_device_boot(guest) {
+        return (disks, cdroms);
+    }
+    let mut next = 1;
+    for kind in &guest.boot_order {
+        let slots = match kind {
+            BootDevice::Disk => &mut disks,
+            BootDevice::Cdrom => &mut cdroms,
+        };
+        for slot in slots.iter_mut() {
+            *slot = Some(next);
+            next += 1;
+        }
+    }
+    (disks, cdroms)
+}
+
+fn disks(x: &mut Xml, guest: &GuestConfig) {
+    let (disk_boot, cdrom_boot) = boot_orders(guest);
     let (mut vd, mut sd) = (0, 0);
-    for d in disks {
+    let mut scsi = false;
+    for (d, boot) in guest.disks.iter().zip(disk_boot) {
         let (kind, format, source_attr, source) = match &d.source {
             DiskSource::File {
                 path: p, format, ..
@@ -290,20 +330,76 @@ fn disks(x: &mut Xml, disks: &[DiskConfig]) {
         x.empty("source", &[(source_attr, &source)]);
         let (dev, bus) = match d.bus {
             DiskBus::Virtio => (disk_name("vd", &mut vd), "virtio"),
-            DiskBus::Scsi => (disk_name("sd", &mut sd), "scsi"),
+            DiskBus::Scsi => {
+                scsi = true;
+                (disk_name("sd", &mut sd), "scsi")
+            }
         };
         x.empty("target", &[("dev", &dev), ("bus", bus)]);
         if d.read_only {
             x.empty("readonly", &[]);
         }
+        boot_element(x, boot);
         x.close("disk");
     }
-    if sd > 0 {
+    // CD-ROMs on SATA (q35's built-in AHCI), named after the SCSI disks:
+    // both are sdX to libvirt.
+    for (c, boot) in guest.cdroms.iter().zip(cdrom_boot) {
+        x.open("disk", &[("type", "file"), ("device", "cdrom")]);
+        x.empty("driver", &[("name", "qemu"), ("type", "raw")]);
+        if let Some(iso) = &c.path {
+            x.empty("source", &[("file", &path(iso))]);
+        }
+        x.empty(
+            "target",
+            &[("dev", &disk_name("sd", &mut sd)), ("bus", "sata")],
+        );
+        x.empty("readonly", &[]);
+        boot_element(x, boot);
+        x.close("disk");
+    }
+    if scsi {
         x.empty(
             "controller",
             &[("type", "scsi"), ("index", "0"), ("model", "virtio-scsi")],
         );
     }
+}
+
+fn boot_element(x: &mut Xml, order: Option<usize>) {
+    if let Some(n) = order {
+        x.empty("boot", &[("order", &n.to_string())]);
+    }
+}
+
+/// The target name of CD-ROM `index` (0-based) of `guest`, as
+/// [`domain_xml`] names it: what `walden guest eject|insert` changes.
+pub fn cdrom_target(guest: &GuestConfig, index: usize) -> Option<String> {
+    let scsi = guest
+        .disks
+        .iter()
+        .filter(|d| d.bus == DiskBus::Scsi)
+        .count();
+    (index < guest.cdroms.len()).then(|| {
+        let mut n = scsi + index;
+        disk_name("sd", &mut n)
+    })
+}
+
+/// The XML of CD-ROM `index` of `guest` holding `iso` (`None`: empty), for
+/// libvirt's device update of a running guest.
+pub fn cdrom_xml(guest: &GuestConfig, index: usize, iso: Option<&Path>) -> Option<String> {
+    let target = cdrom_target(guest, index)?;
+    let mut x = Xml::new();
+    x.open("disk", &[("type", "file"), ("device", "cdrom")]);
+    x.empty("driver", &[("name", "qemu"), ("type", "raw")]);
+    if let Some(iso) = iso {
+        x.empty("source", &[("file", &path(iso))]);
+    }
+    x.empty("target", &[("dev", &target), ("bus", "sata")]);
+    x.empty("readonly", &[]);
+    x.close("disk");
+    Some(x.finish())
 }
 
 /// The next target name with `prefix`: vda..vdz, vdaa.. (libvirt's scheme).

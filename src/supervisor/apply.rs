@@ -101,8 +101,8 @@ pub fn handle(b: &mut BringUp, st: &mut ApplyState, mode: Mode, command: Command
     match command {
         Command::Apply(req) => apply(b, st, mode, req),
         Command::Confirm => confirm(b, st),
-        Command::Guest { op, name } => match &b.guests {
-            Some(guests) => guests.command(&op, &name),
+        Command::Guest { op, name, iso } => match &b.guests {
+            Some(guests) => guests.command(&op, &name, iso.as_deref()),
             None => Err(format!(
                 "no guest runtime: the guests step did not run (see `walden status`); cannot {op} {name}"
             )),

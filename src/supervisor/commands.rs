@@ -20,12 +20,14 @@ pub enum Command {
     Apply(ApplyRequest),
     /// `walden config confirm`.
     Confirm,
-    /// `walden guest start|stop|restart NAME`.
+    /// `walden guest start|stop|restart|eject|insert NAME [ISO]`.
     Guest {
         /// The operation.
         op: String,
         /// The guest.
         name: String,
+        /// The ISO image of "insert".
+        iso: Option<String>,
     },
 }
 

@@ -1,4 +1,4 @@
-//! `walden guest list|start|stop|restart|console NAME`: a thin client of the
+//! `walden guest list|start|stop|restart|eject|insert|console NAME`: a thin client of the
 //! control socket; `console` runs `virsh console` (Ctrl-] leaves).
 
 use super::libvirt::SYSTEM_URI;
@@ -43,6 +43,20 @@ pub enum GuestCommand {
         /// Guest name.
         name: String,
     },
+    /// Eject the ISO from a running guest's first CD-ROM drive (until its
+    /// next start, which has the drive as its [[cdrom]] says).
+    Eject {
+        /// Guest name.
+        name: String,
+    },
+    /// Put an ISO image (a path on this host) into a running guest's first
+    /// CD-ROM drive (until its next start).
+    Insert {
+        /// Guest name.
+        name: String,
+        /// The ISO image, an absolute path on the host.
+        iso: String,
+    },
     /// Attach to a guest's serial console; Ctrl-] leaves.
     Console {
         /// Guest name.
@@ -54,10 +68,12 @@ pub enum GuestCommand {
 pub fn command(cmd: GuestCommand, socket: &Path) -> anyhow::Result<u8> {
     match cmd {
         GuestCommand::List { json } => list(socket, json),
-        GuestCommand::Start { name } => op(socket, "start", &name),
-        GuestCommand::Stop { name, force: false } => op(socket, "stop", &name),
-        GuestCommand::Stop { name, force: true } => op(socket, "force-stop", &name),
-        GuestCommand::Restart { name } => op(socket, "restart", &name),
+        GuestCommand::Start { name } => op(socket, "start", &name, None),
+        GuestCommand::Stop { name, force: false } => op(socket, "stop", &name, None),
+        GuestCommand::Stop { name, force: true } => op(socket, "force-stop", &name, None),
+        GuestCommand::Restart { name } => op(socket, "restart", &name, None),
+        GuestCommand::Eject { name } => op(socket, "eject", &name, None),
+        GuestCommand::Insert { name, iso } => op(socket, "insert", &name, Some(iso)),
         GuestCommand::Console { name } => {
             // exec only returns on failure.
             let err = std::process::Command::new(VIRSH)
@@ -121,10 +137,11 @@ pub fn render(guests: &[GuestStatus]) -> String {
 }
 
 /// Send `{"action":"guest","op":..,"name":..}` and print the answer's message.
-fn op(socket: &Path, op: &str, name: &str) -> anyhow::Result<u8> {
+fn op(socket: &Path, op: &str, name: &str, iso: Option<String>) -> anyhow::Result<u8> {
     let request = Request::Guest {
         op: op.to_string(),
         name: name.to_string(),
+        iso,
     };
     let response = crate::cli::call_with(socket, &request, TIMEOUT)?;
     let message = response

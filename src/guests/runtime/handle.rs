@@ -12,6 +12,7 @@ use crate::config::Config;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,11 @@ impl fmt::Display for ReconcileReport {
         }
         Ok(())
     }
+}
+
+/// A command's answer: `{"message": ".."}`.
+fn message(text: String) -> serde_json::Value {
+    serde_json::json!({ "message": text })
 }
 
 /// The guest runtime, shared.
@@ -319,24 +325,76 @@ impl GuestHandle {
         })
     }
 
-    /// A guest command from the control socket (`{"action":"guest",
-    /// "op":"start|stop|force-stop|restart","name":".."}`): the answer's
-    /// report is `{"message": ".."}`.
-    pub fn command(&self, op: &str, name: &str) -> Result<serde_json::Value, String> {
-        let result = match op {
-            "start" => self.start(name),
-            "stop" => self.stop(name, false),
-            "force-stop" => self.stop(name, true),
-            "restart" => self.restart(name),
-            other => {
+    /// Eject the ISO from the running guest's first CD-ROM drive
+    /// (`iso: None`), or insert `iso` into it. The guest's next start
+    /// has the drive as its `[[cdrom]]` says again.
+    pub fn media(&self, name: &str, iso: Option<&Path>) -> Result<String, String> {
+        let (config, state) = {
+            let table = lock(&self.engine.table);
+            let e = table.get(name).ok_or_else(|| {
+                RuntimeError::UnknownGuest {
+                    name: name.to_string(),
+                }
+                .to_string()
+            })?;
+            (e.config.clone(), e.state)
+        };
+        if config.cdroms.is_empty() {
+            return Err(format!(
+                "guest {name} has no CD-ROM drive: add a [[cdrom]] table to guests/{name}.toml (docs/guests.md, Installing an OS)"
+            ));
+        }
+        if !matches!(state, GuestState::Running) {
+            return Err(format!(
+                "guest {name} is not running; its drive holds what cdrom[0].path in guests/{name}.toml names when it starts"
+            ));
+        }
+        if let Some(iso) = iso {
+            if !iso.is_absolute() || !iso.is_file() {
                 return Err(format!(
-                    "unknown guest operation {other:?}; use start, stop, force-stop or restart"
+                    "{} is not an ISO file on the host: give its absolute path",
+                    iso.display()
+                ));
+            }
+        }
+        let xml = crate::guests::domain::cdrom_xml(&config, 0, iso)
+            .ok_or_else(|| format!("guest {name} has no CD-ROM drive"))?;
+        self.engine
+            .hv
+            .update_device(name, &xml)
+            .map_err(|e| e.to_string())?;
+        let msg = match iso {
+            Some(iso) => format!("inserted {} into {name}'s CD-ROM drive", iso.display()),
+            None => format!("ejected the ISO from {name}'s CD-ROM drive"),
+        };
+        tracing::info!(guest = %name, "{msg}");
+        Ok(msg)
+    }
+
+    /// A guest command from the control socket (`{"action":"guest",
+    /// "op":"start|stop|force-stop|restart|eject|insert","name":"..",
+    /// "iso":".."}`): the answer's report is `{"message": ".."}`.
+    pub fn command(
+        &self,
+        op: &str,
+        name: &str,
+        iso: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
+        let result = match (op, iso) {
+            ("start", _) => self.start(name),
+            ("stop", _) => self.stop(name, false),
+            ("force-stop", _) => self.stop(name, true),
+            ("restart", _) => self.restart(name),
+            ("eject", _) => return self.media(name, None).map(message),
+            ("insert", Some(iso)) => return self.media(name, Some(Path::new(iso))).map(message),
+            ("insert", None) => return Err("insert needs the ISO image's path".into()),
+            (other, _) => {
+                return Err(format!(
+                    "unknown guest operation {other:?}; use start, stop, force-stop, restart, eject or insert"
                 ))
             }
         };
-        result
-            .map(|message| serde_json::json!({ "message": message }))
-            .map_err(|e| e.to_string())
+        result.map(message).map_err(|e| e.to_string())
     }
 
     fn request(

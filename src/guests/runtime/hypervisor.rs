@@ -102,6 +102,9 @@ pub trait Hypervisor: Send + Sync {
     /// metadata, [`crate::guests::METADATA_NS`]): domains defined by hand
     /// with virsh are never touched.
     fn managed(&self, name: &str) -> Result<bool, RuntimeError>;
+    /// Change a device of the running domain (its live state only, e.g. a
+    /// CD-ROM's media): `xml` is the device's new `<disk>` element.
+    fn update_device(&self, name: &str, xml: &str) -> Result<(), RuntimeError>;
 }
 
 /// Runs each call of the wrapped hypervisor on a fresh worker thread and
@@ -189,5 +192,9 @@ impl Hypervisor for Timed {
     fn managed(&self, name: &str) -> Result<bool, RuntimeError> {
         let n = name.to_string();
         self.call("read the definition of", name, move |h| h.managed(&n))
+    }
+    fn update_device(&self, name: &str, xml: &str) -> Result<(), RuntimeError> {
+        let (n, x) = (name.to_string(), xml.to_string());
+        self.call("change a device of", name, move |h| h.update_device(&n, &x))
     }
 }

@@ -191,6 +191,13 @@ impl Hypervisor for Libvirt {
         self.with_domain("destroy", name, |d| d.destroy())
     }
 
+    fn update_device(&self, name: &str, xml: &str) -> Result<(), RuntimeError> {
+        self.with_domain("change a device of", name, |d| {
+            d.update_device_flags(xml, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map(drop)
+        })
+    }
+
     fn state(&self, name: &str) -> Result<Option<DomainState>, RuntimeError> {
         let conn = self.conn()?;
         match Domain::lookup_by_name(&conn.0, name) {

@@ -61,4 +61,7 @@ impl Hypervisor for Libvirt {
     fn managed(&self, _name: &str) -> Result<bool, RuntimeError> {
         self.absent()
     }
+    fn update_device(&self, _name: &str, _xml: &str) -> Result<(), RuntimeError> {
+        self.absent()
+    }
 }

@@ -28,6 +28,9 @@ struct Recorder {
     /// Guests that miss the first ACPI press (still booting) only.
     miss_first_press: Mutex<HashSet<String>>,
     slow: Mutex<Option<Duration>>,
+    /// The device XML of each `update_device`: libvirt's test driver has
+    /// no device updates (the image scenario changes real media).
+    updates: Mutex<Vec<String>>,
 }
 
 impl Recorder {
@@ -38,6 +41,7 @@ impl Recorder {
             fail_start: Mutex::new(HashSet::new()),
             ignore_shutdown: Mutex::new(HashSet::new()),
             miss_first_press: Mutex::new(HashSet::new()),
+            updates: Mutex::new(Vec::new()),
             slow: Mutex::new(None),
         })
     }
@@ -101,6 +105,17 @@ impl Hypervisor for Recorder {
     }
     fn managed(&self, name: &str) -> Result<bool, RuntimeError> {
         self.inner.managed(name)
+    }
+    fn update_device(&self, name: &str, xml: &str) -> Result<(), RuntimeError> {
+        self.log("update_device", name);
+        // The test driver says "not supported": record what was asked.
+        let unsupported = self.inner.update_device(name, xml).unwrap_err();
+        assert!(
+            unsupported.to_string().contains("not supported"),
+            "{unsupported}"
+        );
+        self.updates.lock().unwrap().push(xml.to_string());
+        Ok(())
     }
 }
 
@@ -480,16 +495,16 @@ fn requests_name_unknown_guests_and_commands_answer_with_a_message() {
         .unwrap();
     let err = h.stop("nope", false).unwrap_err().to_string();
     assert!(err.contains("no guest named \"nope\""), "{err}");
-    let v = h.command("start", "cmd-a").unwrap();
+    let v = h.command("start", "cmd-a", None).unwrap();
     assert_eq!(v["message"], "starting cmd-a");
     assert!(h
-        .command("pause", "cmd-a")
+        .command("pause", "cmd-a", None)
         .unwrap_err()
         .contains("unknown guest operation"));
     turn_until(&h, "cmd-a running", |h| {
         status(h, "cmd-a").state == GuestState::Running
     });
-    let v = h.command("stop", "cmd-a").unwrap();
+    let v = h.command("stop", "cmd-a", None).unwrap();
     assert!(v["message"].as_str().unwrap().starts_with("stopping cmd-a"));
     turn_until(&h, "cmd-a stopped", |h| {
         status(h, "cmd-a").state == GuestState::Stopped
@@ -509,9 +524,9 @@ fn stop_force_destroys_at_once_without_the_acpi_shutdown() {
         .unwrap();
     assert!(h.settle(Duration::from_secs(10)));
     // An ACPI stop first (pending for 10 minutes), then --force on top.
-    h.command("stop", "force-a").unwrap();
+    h.command("stop", "force-a", None).unwrap();
     h.turn().unwrap();
-    let v = h.command("force-stop", "force-a").unwrap();
+    let v = h.command("force-stop", "force-a", None).unwrap();
     assert!(
         v["message"]
             .as_str()
@@ -642,6 +657,62 @@ fn a_guest_held_by_a_missing_device_waits_and_its_dependents_wait_for_it() {
         !rec.calls().iter().any(|c| c.starts_with("start ")),
         "{:?}",
         rec.calls()
+    );
+    cleanup(&rec, &names);
+}
+
+#[test]
+fn eject_and_insert_change_a_running_guests_cdrom_and_refuse_what_cannot_work() {
+    let rec = Recorder::new();
+    let names = ["media-a", "media-b"];
+    cleanup(&rec, &names);
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one.iso"), tmp.path().join("two.iso"));
+    std::fs::write(&one, b"CD001").unwrap();
+    std::fs::write(&two, b"CD001").unwrap();
+    let h = handle(&rec);
+    let a = format!("[[cdrom]]\npath = \"{}\"", one.display());
+    h.reconcile(
+        &config(&[("media-a", &a), ("media-b", "autostart = false")]),
+        false,
+    )
+    .unwrap();
+    let err = h.command("eject", "media-a", None).unwrap_err();
+    assert!(err.contains("not running"), "{err}");
+    turn_until(&h, "media-a running", |h| {
+        status(h, "media-a").state == GuestState::Running
+    });
+    let err = h.command("eject", "media-b", None).unwrap_err();
+    assert!(err.contains("no CD-ROM drive"), "{err}");
+    let err = h
+        .command("insert", "media-a", Some("/nonexistent/x.iso"))
+        .unwrap_err();
+    assert!(err.contains("not an ISO file"), "{err}");
+    assert!(h.command("insert", "media-a", None).is_err());
+    assert!(rec.updates.lock().unwrap().is_empty());
+
+    let v = h.command("eject", "media-a", None).unwrap();
+    assert!(v["message"].as_str().unwrap().starts_with("ejected"), "{v}");
+    let two_s = two.display().to_string();
+    let v = h.command("insert", "media-a", Some(&two_s)).unwrap();
+    assert!(
+        v["message"].as_str().unwrap().starts_with("inserted"),
+        "{v}"
+    );
+    let updates = rec.updates.lock().unwrap().clone();
+    assert_eq!(updates.len(), 2, "{updates:?}");
+    // The drive as the domain XML names it, empty, then with the new ISO.
+    for u in &updates {
+        assert!(
+            u.contains("device='cdrom'") && u.contains("<target dev='sda' bus='sata'/>"),
+            "{u}"
+        );
+    }
+    assert!(!updates[0].contains("<source"), "{}", updates[0]);
+    assert!(
+        updates[1].contains(&format!("<source file='{two_s}'/>")),
+        "{}",
+        updates[1]
     );
     cleanup(&rec, &names);
 }
