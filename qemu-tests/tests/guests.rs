@@ -1404,6 +1404,7 @@ fn installer_iso_once() -> anyhow::Result<()> {
         return Ok(());
     };
     let (dir, _) = config(&env, HOST_TOML, &[], &[])?;
+    std::fs::create_dir_all(dir.join("guests"))?;
     std::fs::write(dir.join("guests/c.toml"), ISO_GUEST_TOML)?;
     let iso_dir = dir.join("images/iso");
     std::fs::create_dir_all(&iso_dir)?;
