@@ -126,30 +126,37 @@ fn tiny_guest_boots_to_its_marker_and_powers_off_on_the_button() -> anyhow::Resu
 /// serial console and powers off on the ACPI power button; one with
 /// `walden.ignore_button` reports the press and keeps running. What the
 /// guest scenarios rely on, checked before they nest it in the image.
-#[test]
-fn stub_guest_answers_its_console_and_the_power_button() -> anyhow::Result<()> {
+/// A plain-QEMU machine booting the stub guest (built into the
+/// scenario's directory) with `extra` on its command line; a GUEST-WARN
+/// line fails it.
+fn stub_machine(env: &TestEnv, extra: &str) -> anyhow::Result<qemu_tests::MachineBuilder> {
     use qemu_tests::guest_assets::{build_stub, cmdline};
-    use qemu_tests::{expect, DirectKernel};
-    let Some(env) = TestEnv::with_image("stub_guest_answers_its_console_and_the_power_button")?
-    else {
-        return Ok(());
-    };
     let stub = env.dir().join("stub.elf");
     build_stub(&stub)?;
     // QEMU hands -initrd to a multiboot kernel as a module: an empty one.
     let module = env.dir().join("empty-module");
     std::fs::write(&module, b"")?;
-    let boot = |extra: &str| {
-        env.machine()
-            .memory_mib(128)
-            .direct_kernel(DirectKernel {
-                kernel: stub.clone(),
-                initrd: module.clone(),
-                append: cmdline("stub", extra),
-            })
-            .no_reboot()
-            .fail_on("GUEST-WARN")
-            .start()
+    Ok(env
+        .machine()
+        .memory_mib(128)
+        .direct_kernel(qemu_tests::DirectKernel {
+            kernel: stub,
+            initrd: module,
+            append: cmdline("stub", extra),
+        })
+        .no_reboot()
+        .fail_on("GUEST-WARN"))
+}
+
+#[test]
+fn stub_guest_answers_its_console_and_the_power_button() -> anyhow::Result<()> {
+    use qemu_tests::expect;
+    let Some(env) = TestEnv::with_image("stub_guest_answers_its_console_and_the_power_button")?
+    else {
+        return Ok(());
+    };
+    let boot = |extra: &str| -> anyhow::Result<qemu_tests::Machine> {
+        Ok(stub_machine(&env, extra)?.start()?)
     };
     let started = std::time::Instant::now();
     let mut m = boot("")?;
@@ -188,16 +195,11 @@ fn stub_guest_answers_its_console_and_the_power_button() -> anyhow::Result<()> {
 /// machine).
 #[test]
 fn stub_guest_reads_its_disks_and_pings_through_its_e1000() -> anyhow::Result<()> {
-    use qemu_tests::guest_assets::{build_stub, cmdline};
-    use qemu_tests::{expect, DirectKernel};
+    use qemu_tests::expect;
     let Some(env) = TestEnv::with_image("stub_guest_reads_its_disks_and_pings_through_its_e1000")?
     else {
         return Ok(());
     };
-    let stub = env.dir().join("stub.elf");
-    build_stub(&stub)?;
-    let module = env.dir().join("empty-module");
-    std::fs::write(&module, b"")?;
     let disk = |name: &str, mark: &str, mib: u64| -> anyhow::Result<String> {
         let path = env.dir().join(name);
         let mut bytes = mark.as_bytes().to_vec();
@@ -211,38 +213,29 @@ fn stub_guest_reads_its_disks_and_pings_through_its_e1000() -> anyhow::Result<()
     };
     let blk = disk("blk.raw", "WALDEN-STUB-BLK", 32)?;
     let scsi = disk("scsi.raw", "WALDEN-STUB-SCSI", 48)?;
-    let mut m = env
-        .machine()
-        .memory_mib(128)
-        .direct_kernel(DirectKernel {
-            kernel: stub,
-            initrd: module,
-            append: cmdline(
-                "stub",
-                "walden.disks=2 walden.ip=10.0.2.15/24 walden.ping=10.0.2.2",
-            ),
-        })
-        .no_reboot()
-        .fail_on("GUEST-WARN")
-        .extra_args([
-            "-device".to_string(),
-            "pcie-root-port,id=rp1,chassis=1".into(),
-            "-drive".into(),
-            format!("file={blk},format=raw,if=none,id=blk"),
-            "-device".into(),
-            "virtio-blk-pci,drive=blk,bus=rp1".into(),
-            "-device".into(),
-            "virtio-scsi-pci,id=scsi0".into(),
-            "-drive".into(),
-            format!("file={scsi},format=raw,if=none,id=scsi,readonly=on"),
-            "-device".into(),
-            "scsi-hd,drive=scsi,bus=scsi0.0,scsi-id=2,lun=0".into(),
-            "-netdev".into(),
-            "user,id=n0,restrict=on".into(),
-            "-device".into(),
-            "e1000,netdev=n0,mac=52:54:00:5e:00:42".into(),
-        ])
-        .start()?;
+    let mut m = stub_machine(
+        &env,
+        "walden.disks=2 walden.ip=10.0.2.15/24 walden.ping=10.0.2.2",
+    )?
+    .extra_args([
+        "-device".to_string(),
+        "pcie-root-port,id=rp1,chassis=1".into(),
+        "-drive".into(),
+        format!("file={blk},format=raw,if=none,id=blk"),
+        "-device".into(),
+        "virtio-blk-pci,drive=blk,bus=rp1".into(),
+        "-device".into(),
+        "virtio-scsi-pci,id=scsi0".into(),
+        "-drive".into(),
+        format!("file={scsi},format=raw,if=none,id=scsi,readonly=on"),
+        "-device".into(),
+        "scsi-hd,drive=scsi,bus=scsi0.0,scsi-id=2,lun=0".into(),
+        "-netdev".into(),
+        "user,id=n0,restrict=on".into(),
+        "-device".into(),
+        "e1000,netdev=n0,mac=52:54:00:5e:00:42".into(),
+    ])
+    .start()?;
     let ping = m.wait_for_console(
         &format!("{} stub 10.0.2.2 ", expect::GUEST_PING),
         Duration::from_secs(90),
